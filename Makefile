@@ -1,0 +1,43 @@
+# qsal-lab: `make book` builds the executed book, `make test` runs every test.
+# Override any variable on the command line, e.g. `make book TORCH_SPEC="torch torchvision"`.
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# The book is built at QSAL_BUDGET=book and tested at QSAL_BUDGET=ci, unless QSAL_BUDGET is set.
+BOOK_BUDGET = $(or $(QSAL_BUDGET),book)
+TEST_BUDGET = $(or $(QSAL_BUDGET),ci)
+# Re-install only when the project's dependencies change.
+INSTALLED = $(VENV)/.qsal-installed
+
+.PHONY: venv install book test exercises bench clean
+
+venv install: $(INSTALLED)
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# PyTorch first, so that TORCH_SPEC decides which build the project gets.
+$(INSTALLED): pyproject.toml | $(PY)
+	$(PY) -m pip install $(TORCH_SPEC)
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+# MPLBACKEND is dropped so that the notebooks' figures render inline (ipykernel only picks
+# its inline backend when MPLBACKEND is unset).
+book: $(INSTALLED)
+	env -u MPLBACKEND QSAL_BUDGET=$(BOOK_BUDGET) $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "The book is in $(CURDIR)/_build/html: open $(CURDIR)/_build/html/index.html"
+
+# One pytest run: library tests, the notebooks under nbval, the exercises and the book build.
+test: $(INSTALLED)
+	QSAL_BUDGET=$(TEST_BUDGET) $(PY) -m pytest tests
+
+exercises: $(INSTALLED)
+	$(PY) tools/nbtools.py make-exercises
+
+bench: $(INSTALLED)
+	$(PY) bench/quant_mnist.py
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,256 @@
+"""Notebook chores for the book: exercises from solutions, output stripping, output refresh.
+
+    python tools/nbtools.py make-exercises          # solutions/X.ipynb -> exercises/X.ipynb
+    python tools/nbtools.py check-exercises         # exit 1 if exercises/ is stale
+    python tools/nbtools.py strip-outputs book/*.ipynb solutions/*.ipynb
+    python tools/nbtools.py refresh book/03_ptq.ipynb   # re-run, keep NBVAL_CHECK_OUTPUT outputs
+
+Conventions (the tests in tests/test_notebooks.py rely on them):
+
+* In a solution notebook the learner's part of a code cell sits between the lines
+  `### BEGIN SOLUTION` and `### END SOLUTION`; the line right before BEGIN is a
+  `# TODO: ...` comment that tells the learner what to write. The exercise keeps the
+  TODO line and replaces the region by `...` at the same indentation, so the code still
+  parses and a function whose body was the region returns None.
+* A code cell that calls a check function carries the cell tag `check` and the metadata
+  `"qsal": {"expect": "<text>"}`: in the untouched exercise that cell must raise an error
+  whose `Name: message` contains <text>; in the solution it must pass.
+* Stored outputs are only kept for cells with a line `# NBVAL_CHECK_OUTPUT` of its own
+  (not after code: nbval would not see it there); `pytest --nbval-lax` compares exactly
+  those cells against what they print now. `refresh` stores those outputs.
+"""
+
+import argparse
+import copy
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+TODO = "# TODO:"
+CHECK_OUTPUT_MARKER = "NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "check"
+
+
+# ----------------------------------------------------------------------------
+# exercises from solutions
+
+def exercise_source(source, where="cell"):
+    """The learner's version of one code cell: each BEGIN..END region becomes `...`."""
+    if BEGIN not in source and END not in source:
+        return source
+    out, inside = [], False
+    for lineno, line in enumerate(source.splitlines(), start=1):
+        marker = line.strip()
+        if marker == BEGIN:
+            if inside:
+                raise ValueError(f"{where}, line {lineno}: '{BEGIN}' inside another solution region; "
+                                 f"close the first one with '{END}'.")
+            if not out or not out[-1].strip().startswith(TODO):
+                raise ValueError(f"{where}, line {lineno}: '{BEGIN}' must come right after a "
+                                 f"'{TODO} ...' line that tells the learner what to write.")
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(indent + "...")
+            inside = True
+        elif marker == END:
+            if not inside:
+                raise ValueError(f"{where}, line {lineno}: '{END}' without a '{BEGIN}' before it.")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{where}: '{BEGIN}' is never closed; add a '{END}' line.")
+    return "\n".join(out) + ("\n" if source.endswith("\n") else "")
+
+
+def check_cell_problems(nb, where):
+    """Messages for check cells that break the convention (empty list when all is well)."""
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if CHECK_TAG not in cell.metadata.get("tags", []):
+            continue
+        expect = cell.metadata.get("qsal", {}).get("expect")
+        if cell.cell_type != "code":
+            problems.append(f"{where}, cell {i}: the '{CHECK_TAG}' tag is only for code cells.")
+        elif not isinstance(expect, str) or not expect:
+            problems.append(f"{where}, cell {i}: a '{CHECK_TAG}' cell needs metadata "
+                            '"qsal": {"expect": "<part of the error the untouched exercise raises>"}.')
+    return problems
+
+
+def make_exercise(solution_nb, where="notebook"):
+    """The exercise notebook for a solution notebook (a new object; the input is untouched)."""
+    problems = check_cell_problems(solution_nb, where)
+    if problems:
+        raise ValueError("\n".join(problems))
+    nb = copy.deepcopy(solution_nb)
+    nb.metadata.pop("widgets", None)  # widget state is output too
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.source = exercise_source(cell.source, where=f"{where}, cell {i}")
+            cell.outputs = []
+            cell.execution_count = None
+            cell.metadata.pop("execution", None)
+        elif BEGIN in cell.source or END in cell.source:
+            raise ValueError(f"{where}, cell {i}: solution markers only work in code cells.")
+    return nb
+
+
+def read(path):
+    return nbformat.read(str(path), as_version=4)
+
+
+def write(nb, path):
+    nbformat.write(nb, str(path))
+
+
+def exercise_pairs(solutions_dir, exercises_dir):
+    """(solution, exercise) paths for every solution notebook."""
+    return [(s, Path(exercises_dir) / s.name) for s in sorted(Path(solutions_dir).glob("*.ipynb"))]
+
+
+def make_exercises(solutions_dir, exercises_dir):
+    Path(exercises_dir).mkdir(parents=True, exist_ok=True)
+    for solution, exercise in exercise_pairs(solutions_dir, exercises_dir):
+        write(make_exercise(read(solution), where=str(solution)), exercise)
+        print(f"wrote {exercise}")
+
+
+def stale_exercises(solutions_dir, exercises_dir):
+    """Messages for exercises that differ from what make-exercises would write."""
+    problems = []
+    pairs = exercise_pairs(solutions_dir, exercises_dir)
+    for solution, exercise in pairs:
+        if not exercise.exists():
+            problems.append(f"{exercise} is missing")
+        elif _comparable(read(exercise)) != _comparable(make_exercise(read(solution), str(solution))):
+            problems.append(f"{exercise} differs from what {solution} gives")
+    solution_names = {s.name for s, _ in pairs}
+    for exercise in sorted(Path(exercises_dir).glob("*.ipynb")):
+        if exercise.name not in solution_names:
+            problems.append(f"{exercise} has no solutions/{exercise.name}")
+    return problems
+
+
+def _comparable(nb):
+    # compare content, not JSON layout or the nbformat minor version
+    nb = copy.deepcopy(nb)
+    nb.pop("nbformat_minor", None)
+    for cell in nb.cells:
+        cell.pop("id", None)
+    return nb
+
+
+# ----------------------------------------------------------------------------
+# outputs
+
+def keeps_output(cell):
+    """True for the cells nbval --nbval-lax compares: a line `# NBVAL_CHECK_OUTPUT` of its
+    own (nbval ignores the marker after code on the same line) or the tag nbval-check-output."""
+    if cell.cell_type != "code":
+        return False
+    marked = any(line.strip().startswith("#") and line.strip().lstrip("#").strip() == CHECK_OUTPUT_MARKER
+                 for line in cell.source.splitlines())
+    return marked or "nbval-check-output" in cell.metadata.get("tags", [])
+
+
+def strip_outputs(nb):
+    """Clear outputs of every code cell except NBVAL_CHECK_OUTPUT cells; True if nb changed."""
+    before = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.metadata.pop("execution", None)
+        if not keeps_output(cell):
+            cell.outputs = []
+            cell.execution_count = None
+    return nb != before
+
+
+def kernel_env(budget="ci"):
+    """Environment for a notebook kernel: QSAL_BUDGET set, MPLBACKEND unset.
+
+    ipykernel only picks its inline matplotlib backend when MPLBACKEND is unset, so a
+    test process's MPLBACKEND=Agg would silently drop every figure from the notebooks.
+    """
+    env = dict(os.environ)
+    env.pop("MPLBACKEND", None)
+    env["QSAL_BUDGET"] = budget
+    return env
+
+
+def execute(nb, cwd, timeout=600, allow_errors=False, budget="ci"):
+    """Run every cell of nb in a fresh python3 kernel with cwd as working directory."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=allow_errors,
+                            resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=kernel_env(budget))
+    return nb
+
+
+def refresh(path, timeout=600):
+    """Execute a notebook at the ci budget and store the outputs of its NBVAL_CHECK_OUTPUT cells."""
+    path = Path(path)
+    nb = read(path)
+    ran = execute(copy.deepcopy(nb), cwd=path.parent, timeout=timeout)
+    for cell, ran_cell in zip(nb.cells, ran.cells):
+        if keeps_output(cell):
+            cell.outputs = ran_cell.outputs
+            cell.execution_count = ran_cell.execution_count
+    strip_outputs(nb)
+    write(nb, path)
+
+
+# ----------------------------------------------------------------------------
+# command line
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in [("make-exercises", "write exercises/X.ipynb from solutions/X.ipynb"),
+                       ("check-exercises", "exit 1 if exercises/ differs from what make-exercises writes")]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--solutions", default=ROOT / "solutions", type=Path)
+        p.add_argument("--exercises", default=ROOT / "exercises", type=Path)
+    p = sub.add_parser("strip-outputs", help="clear outputs except in NBVAL_CHECK_OUTPUT cells")
+    p.add_argument("notebooks", nargs="+", type=Path)
+    p = sub.add_parser("refresh", help="execute (QSAL_BUDGET=ci) and store NBVAL_CHECK_OUTPUT outputs")
+    p.add_argument("notebooks", nargs="+", type=Path)
+    p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "make-exercises":
+            make_exercises(args.solutions, args.exercises)
+        elif args.command == "check-exercises":
+            problems = stale_exercises(args.solutions, args.exercises)
+            for problem in problems:
+                print(problem)
+            if problems:
+                print("run `make exercises` (python tools/nbtools.py make-exercises) and commit the result")
+                return 1
+            print("exercises are up to date")
+        elif args.command == "strip-outputs":
+            for path in args.notebooks:
+                nb = read(path)
+                if strip_outputs(nb):
+                    write(nb, path)
+                    print(f"stripped {path}")
+        elif args.command == "refresh":
+            for path in args.notebooks:
+                refresh(path, timeout=args.timeout)
+                print(f"refreshed {path}")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
