@@ -1,0 +1,103 @@
+"""Checks for the exercise notebooks: each one runs a learner's function on cases with known
+answers and either prints what passed or raises `CheckFailed` saying exactly what is wrong."""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CheckFailed(AssertionError):
+    """A learner's answer is not right yet; the message says what to fix."""
+
+
+def _passed(msg: str):
+    print(f"✅ {msg}")
+
+
+def _call(fn, name, *args):
+    """Call the learner's function, turning 'not written yet' into a clear message."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise CheckFailed(f"{name}() is not implemented yet: fill in its TODO.") from None
+    except CheckFailed:
+        raise
+    except Exception as e:
+        raise CheckFailed(f"{name}() raised {type(e).__name__}: {e}") from None
+
+
+def _as_float(value, name):
+    if value is None:
+        raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns a number.")
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise CheckFailed(f"{name}() returned a tensor of shape {tuple(value.shape)}; return one number "
+                              f"(e.g. with .item()).")
+        value = value.item()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{name}() returned {type(value).__name__}; return a float.") from None
+
+
+# ----------------------------------------------------------------------------- chapter 1: MNIST baseline
+
+def check_accuracy(accuracy_fn):
+    """accuracy_fn(logits [N, C], labels [N]) -> fraction of rows whose largest logit is the label."""
+    logits = torch.tensor([[2.0, 1.0, 0.1], [0.1, 3.0, 0.2], [0.3, 0.2, 5.0], [4.0, 0.0, 1.0]])
+    cases = [
+        (torch.tensor([0, 1, 2, 0]), 1.0, "every row right"),
+        (torch.tensor([0, 1, 0, 2]), 0.5, "2 of 4 rows right"),
+        (torch.tensor([1, 0, 0, 1]), 0.0, "no row right"),
+    ]
+    for labels, want, what in cases:
+        got = _as_float(_call(accuracy_fn, "accuracy", logits, labels), "accuracy")
+        if abs(got - want) > 1e-6:
+            hint = (" It looks like a count: divide by the number of rows." if abs(got - want * len(labels)) < 1e-6
+                    else " Compare logits.argmax(dim=1) with labels and take the mean of the matches.")
+            raise CheckFailed(f"accuracy() returned {got:g} for a batch with {what}; expected {want:g}.{hint}")
+    # 1-element and large batches: a common bug is averaging over the wrong dimension
+    big = torch.randn(257, 10, generator=torch.Generator().manual_seed(0))
+    labels = big.argmax(1).clone()
+    labels[:57] = (labels[:57] + 1) % 10
+    got = _as_float(_call(accuracy_fn, "accuracy", big, labels), "accuracy")
+    if abs(got - 200 / 257) > 1e-6:
+        raise CheckFailed(f"accuracy() returned {got:.4f} on 257 rows of which 200 are right; expected "
+                          f"{200 / 257:.4f}. Did you take argmax over dim=1 (the classes)?")
+    _passed("check_accuracy passed: your accuracy() agrees on 4 hand-made batches.")
+
+
+def check_train_step(train_step_fn):
+    """train_step_fn(model, x, y, optimizer) -> loss (float): zero grads, forward, cross-entropy,
+    backward, optimizer step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    x, y = torch.randn(8, 1, 4, 4), torch.randint(0, 3, (8,))
+    reference = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    want_loss = F.cross_entropy(reference(x), y).item()
+
+    got_loss = _as_float(_call(train_step_fn, "train_step", model, x, y, opt), "train_step")
+    if all(torch.equal(b, p) for b, p in zip(before, model.parameters())):
+        raise CheckFailed("train_step() did not change the model's parameters: call loss.backward() and then "
+                          "optimizer.step().")
+    if abs(got_loss - want_loss) > 1e-5:
+        raise CheckFailed(f"train_step() returned loss {got_loss:.5f}; the cross-entropy of the model's output "
+                          f"before the update is {want_loss:.5f}. Use F.cross_entropy(model(x), y) and return "
+                          f"loss.item().")
+    # a second step exposes gradients that were never cleared
+    _call(train_step_fn, "train_step", model, x, y, opt)
+    for _ in range(2):
+        ref_opt.zero_grad()
+        F.cross_entropy(reference(x), y).backward()
+        ref_opt.step()
+    if not all(torch.allclose(p, r, atol=1e-6) for p, r in zip(model.parameters(), reference.parameters())):
+        raise CheckFailed("after two calls, train_step() moved the parameters differently from a correct step. "
+                          "Did you call optimizer.zero_grad() before loss.backward()? Without it, gradients "
+                          "from the previous step are added to the new ones.")
+    _passed("check_train_step passed: your step matches a reference SGD step, loss and all.")

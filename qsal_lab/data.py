@@ -1,0 +1,378 @@
+"""Datasets: one entry point, `load_dataset(name, split)`, over the official loaders.
+
+torchvision (MNIST, Fashion-MNIST, CIFAR-10) and medmnist (every 2D MedMNIST flag) read and
+download the files; this module checks them against the official MD5s, keeps the images in
+memory as uint8, normalises per batch item, and draws stratified, seeded subsets for small
+budgets. Where the data lives: the `root` argument, else `$QSAL_DATA`, else a per-user cache.
+
+CIFAR-10 has a synthetic *stand-in* for offline runs. It is used only when asked for
+(`standin=True` or `QSAL_STANDIN=1`), warns when built, and its name says "stand-in" so every
+table and figure made from it is labelled.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class DataError(RuntimeError):
+    """A dataset is missing, corrupt or unknown; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str            # the key passed to load_dataset
+    display_name: str    # what tables and figures call it
+    num_classes: int
+    in_channels: int
+    image_size: int
+    task: str            # "multi-class", "binary-class", "multi-label" or "ordinal-regression"
+    class_names: tuple
+    mean: tuple
+    std: tuple
+    splits: tuple = ("train", "test")
+    standin: bool = False
+
+
+_MNIST_DIGITS = tuple(str(i) for i in range(10))
+_FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+_CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# What each torchvision dataset reads, relative to the data root, with official MD5s.
+# MNIST's idx files are the gunzip of the official .gz files (MD5s from torchvision's
+# MNIST.resources); the .gz files are checked too when they are there.
+_TORCHVISION_FILES = {
+    "mnist": {
+        "MNIST/raw/train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "MNIST/raw/train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "MNIST/raw/t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "MNIST/raw/t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashionmnist": {  # only the .gz MD5s are published; the idx files are checked via them
+        "FashionMNIST/raw/train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "FashionMNIST/raw/train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "FashionMNIST/raw/t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "FashionMNIST/raw/t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    "cifar10": {
+        "cifar-10-batches-py/data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "cifar-10-batches-py/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "cifar-10-batches-py/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "cifar-10-batches-py/data_batch_4": "634d18415352ddfa80567beed471001a",
+        "cifar-10-batches-py/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "cifar-10-batches-py/test_batch": "40351d587109b95175f43aff81a1287e",
+    },
+}
+_MNIST_GZ = {
+    "MNIST/raw/train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "MNIST/raw/train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "MNIST/raw/t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "MNIST/raw/t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+_SOURCES = {
+    "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/ (torchvision.datasets.MNIST, download=True)",
+    "fashionmnist": "torchvision.datasets.FashionMNIST(download=True)",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (torchvision.datasets.CIFAR10, download=True)",
+}
+
+
+def _medmnist_info():
+    from medmnist import INFO
+    # Only the 2D flags: the 3D volumes need other models.
+    return {k: v for k, v in INFO.items() if not k.endswith("3d")}
+
+
+def _info_for(name: str) -> DatasetInfo:
+    if name == "mnist":
+        return DatasetInfo("mnist", "MNIST", 10, 1, 28, "multi-class", _MNIST_DIGITS, (0.1307,), (0.3081,))
+    if name == "fashionmnist":
+        return DatasetInfo("fashionmnist", "Fashion-MNIST", 10, 1, 28, "multi-class", _FASHION, (0.2860,), (0.3530,))
+    if name == "cifar10":
+        return DatasetInfo("cifar10", "CIFAR-10", 10, 3, 32, "multi-class", _CIFAR,
+                           (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    if name == "cifar10-standin":
+        return DatasetInfo("cifar10-standin", "CIFAR-10 stand-in (synthetic)", 10, 3, 32, "multi-class",
+                           tuple(f"standin-{i}" for i in range(10)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+                           standin=True)
+    med = _medmnist_info()[name]
+    task = "multi-label" if med["task"].startswith("multi-label") else med["task"]
+    labels = tuple(med["label"][k] for k in sorted(med["label"], key=int))
+    c = med["n_channels"]
+    # MedMNIST v2's own recipe normalises every channel with mean 0.5, std 0.5.
+    return DatasetInfo(name, med["python_class"], len(labels), c, 28, task, labels,
+                       (0.5,) * c, (0.5,) * c, splits=("train", "val", "test"))
+
+
+def available_datasets() -> list[str]:
+    return ["mnist", "fashionmnist", "cifar10"] + sorted(_medmnist_info())
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Facts about a dataset (classes, channels, normalisation) without loading it."""
+    return _info_for(_canonical(name))
+
+
+def _canonical(name: str) -> str:
+    key = name.lower().replace("-", "").replace("_", "")
+    if key in ("cifar10standin", "standin"):
+        return "cifar10-standin"
+    if key not in available_datasets():
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(available_datasets())}")
+    return key
+
+
+def default_root() -> Path:
+    """`$QSAL_DATA` if set, else a per-user cache folder."""
+    if os.environ.get("QSAL_DATA"):
+        return Path(os.environ["QSAL_DATA"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "qsal_lab" / "data"
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def expected_files(name: str) -> dict[str, str]:
+    """{path relative to the data root: official MD5} for a dataset."""
+    name = _canonical(name)
+    if name in _TORCHVISION_FILES:
+        return dict(_TORCHVISION_FILES[name])
+    if name == "cifar10-standin":
+        return {}
+    return {f"medmnist/{name}.npz": _medmnist_info()[name]["MD5"]}
+
+
+def check_files(name: str, root: str | Path | None = None) -> dict[str, str]:
+    """Status of each expected file: 'ok', 'missing' or 'corrupt (md5 X)'."""
+    root = Path(root) if root else default_root()
+    files = expected_files(name)
+    if _canonical(name) == "mnist":  # the .gz files, where present, must match too
+        files.update({k: v for k, v in _MNIST_GZ.items() if (root / k).exists()})
+    status = {}
+    for rel, md5 in files.items():
+        path = root / rel
+        if not path.exists():
+            status[rel] = "missing"
+        else:
+            got = md5sum(path)
+            status[rel] = "ok" if got == md5 else f"corrupt (md5 {got})"
+    return status
+
+
+def _raise_missing(name: str, root: Path, cause: Exception | None = None):
+    lines = [f"dataset {name!r} is not available under {root}"]
+    if cause is not None:
+        lines[0] += f" and could not be downloaded ({type(cause).__name__}: {str(cause).splitlines()[0][:160]})"
+    lines.append("expected files (path: official MD5):")
+    lines += [f"  {root / rel}: {md5}" for rel, md5 in expected_files(name).items()]
+    source = _SOURCES.get(name, f"medmnist.{_medmnist_info().get(name, {}).get('python_class', '?')}"
+                                f"(split=..., root='{root}/medmnist', download=True) "
+                                f"from {_medmnist_info().get(name, {}).get('url', '')}")
+    lines.append(f"get them from {source}, or point QSAL_DATA (or root=) at a folder that has them.")
+    if name == "cifar10":
+        lines.append("Offline, you may instead ask for the labelled synthetic stand-in: QSAL_STANDIN=1 "
+                     "or load_dataset('cifar10', standin=True).")
+    raise DataError("\n".join(lines))
+
+
+def _verify(name: str, root: Path):
+    bad = {k: v for k, v in check_files(name, root).items() if v.startswith("corrupt")}
+    if bad:
+        exp = expected_files(name) | _MNIST_GZ
+        detail = "; ".join(f"{root / k}: {v}, expected md5 {exp[k]}" for k, v in bad.items())
+        raise DataError(f"dataset {name!r} has corrupt files: {detail}. Delete them and download again "
+                        f"(download=True), or point QSAL_DATA at a good copy.")
+
+
+def _read_official(name: str, split: str, root: Path, download: bool):
+    """(uint8 images NxHxW[xC], labels) read by the official loader."""
+    import torchvision
+
+    if name in ("mnist", "fashionmnist", "cifar10"):
+        cls = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.datasets.FashionMNIST,
+               "cifar10": torchvision.datasets.CIFAR10}[name]
+        missing = [k for k, v in check_files(name, root).items() if v == "missing"]
+        if missing and not download:
+            _raise_missing(name, root)
+        try:
+            ds = cls(str(root), train=(split == "train"), download=download)
+        except Exception as e:  # offline, or a half-downloaded folder
+            _raise_missing(name, root, e)
+        images = np.asarray(ds.data)
+        labels = np.asarray(ds.targets, dtype=np.int64)
+        return images, labels
+
+    import medmnist
+
+    med = _medmnist_info()[name]
+    folder = root / "medmnist"
+    if not (folder / f"{name}.npz").exists():
+        if not download:
+            _raise_missing(name, root)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            _raise_missing(name, root, e)
+    try:
+        ds = getattr(medmnist, med["python_class"])(split=split, root=str(folder), download=download)
+    except Exception as e:
+        _raise_missing(name, root, e)
+    labels = np.asarray(ds.labels)
+    labels = labels.astype(np.float32) if med["task"].startswith("multi-label") else labels.reshape(-1).astype(np.int64)
+    return np.asarray(ds.imgs), labels
+
+
+class ImageDataset(Dataset):
+    """uint8 images in memory, normalised per item: (float tensor CxHxW, label)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, info: DatasetInfo, split: str, augment: bool = False):
+        if images.ndim == 3:
+            images = images[..., None]
+        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()  # N,C,H,W
+        self.labels = torch.from_numpy(labels)
+        self.info, self.split, self.augment = info, split, augment
+        self._mean = torch.tensor(info.mean).view(-1, 1, 1)
+        self._std = torch.tensor(info.std).view(-1, 1, 1)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i].float().div_(255)
+        if self.augment:  # the standard CIFAR recipe: 4-pixel padded random crop + horizontal flip
+            x = _random_crop_flip(x)
+        return (x - self._mean) / self._std, self.labels[i]
+
+    @property
+    def name(self):
+        return self.info.display_name
+
+    def __repr__(self):
+        return f"ImageDataset({self.info.display_name}, split={self.split}, n={len(self)})"
+
+
+def _random_crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    x = torch.nn.functional.pad(x, (pad,) * 4)
+    i, j = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+    x = x[:, i: i + x.shape[1] - 2 * pad, j: j + x.shape[2] - 2 * pad]
+    return x.flip(2) if torch.rand(()) < 0.5 else x
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """n indices whose class proportions match `labels`, drawn reproducibly from `seed`."""
+    if labels.ndim > 1:  # multi-label: stratify on the most frequent positive label pattern is overkill
+        return torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    if n >= len(labels):
+        return torch.arange(len(labels))
+    g = torch.Generator().manual_seed(seed)
+    classes, counts = labels.unique(return_counts=True)
+    quota = (counts.double() * n / len(labels)).floor().long()
+    # hand out the remainder to the classes with the largest fractional parts
+    frac = counts.double() * n / len(labels) - quota
+    quota[frac.argsort(descending=True)[: n - int(quota.sum())]] += 1
+    picked = []
+    for c, q in zip(classes, quota):
+        idx = (labels == c).nonzero().flatten()
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:q]])
+    return torch.cat(picked).sort().values
+
+
+def _standin_requested(standin: bool | None) -> bool:
+    if standin is not None:
+        return standin
+    return os.environ.get("QSAL_STANDIN", "").lower() in ("1", "true", "yes")
+
+
+def load_dataset(name: str, split: str = "train", root: str | Path | None = None, download: bool = True,
+                 subset: int | None = None, seed: int = 0, augment: bool = False,
+                 standin: bool | None = None) -> ImageDataset:
+    """Load a dataset split as an `ImageDataset` of (normalised image, label).
+
+    name: 'mnist', 'fashionmnist', 'cifar10' or any 2D MedMNIST flag ('pneumoniamnist', ...).
+    split: 'train' or 'test' ('val' too for MedMNIST).
+    subset: keep only this many examples, stratified by class and seeded by `seed`.
+    augment: random crop + flip for training (used for CIFAR-10).
+    standin: for 'cifar10' only, use the synthetic stand-in (default: `$QSAL_STANDIN`).
+    """
+    key = _canonical(name)
+    if key == "cifar10" and _standin_requested(standin):
+        key = "cifar10-standin"
+    info = _info_for(key)
+    if split not in info.splits:
+        raise DataError(f"{info.display_name} has no split {split!r}; choose one of: {', '.join(info.splits)}")
+    if key == "cifar10-standin":
+        warnings.warn("Using the synthetic CIFAR-10 STAND-IN, not CIFAR-10: results made from it are labelled "
+                      "'CIFAR-10 stand-in (synthetic)' and say nothing about real CIFAR-10 accuracy.",
+                      UserWarning, stacklevel=2)
+        images, labels = make_standin(split)
+    else:
+        root = Path(root).expanduser() if root else default_root()
+        _verify(key, root)
+        images, labels = _read_official(key, split, root, download)
+    ds = ImageDataset(images, labels, info, split, augment=augment)
+    if subset is not None:
+        if subset <= 0:
+            raise DataError(f"subset must be a positive number of examples, got {subset}")
+        keep = stratified_indices(ds.labels, subset, seed)
+        ds.images, ds.labels = ds.images[keep], ds.labels[keep]
+    return ds
+
+
+def make_standin(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic synthetic 32x32 RGB images in 10 classes (the CIFAR-10 stand-in).
+
+    A class is a shape (disk, square, triangle, cross, ring) drawn either solid or striped.
+    Colours, positions, sizes and background are random and shared by all classes, and noise
+    and a random occluding bar are added, so colour alone predicts nothing and a model has to
+    learn shape and texture. Images are uint8, NxHxWx3, like CIFAR-10's.
+    """
+    n = n if n is not None else (50000 if split == "train" else 10000)
+    rng = np.random.default_rng(1234 if split == "train" else 5678)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    cy, cx = rng.uniform(10, 22, (2, n, 1, 1)).astype(np.float32)
+    r = rng.uniform(6, 11, (n, 1, 1)).astype(np.float32)
+    dy, dx = (yy - cy) / r, (xx - cx) / r
+    shape = labels % 5
+    masks = np.stack([
+        dy ** 2 + dx ** 2 <= 1,                                            # disk
+        np.maximum(abs(dy), abs(dx)) <= 0.8,                               # square
+        (dy <= 0.7) & (dy >= 1.6 * abs(dx) - 0.9),                         # triangle
+        (np.minimum(abs(dy), abs(dx)) <= 0.3) & (np.maximum(abs(dy), abs(dx)) <= 1),  # cross
+        (dy ** 2 + dx ** 2 <= 1) & (dy ** 2 + dx ** 2 >= 0.4),             # ring
+    ])[shape, np.arange(n)]
+    striped = labels >= 5
+    angle = rng.uniform(0, np.pi, (n, 1, 1))
+    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 1.6) > 0
+    fg_mask = masks & np.where(striped[:, None, None], stripes, True)
+    fg = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+    bg = rng.uniform(0, 1, (n, 3)).astype(np.float32)
+    img = np.where(fg_mask[..., None], fg[:, None, None, :], bg[:, None, None, :])
+    # an occluding bar and pixel noise keep it from being trivial
+    by = rng.integers(0, 32, n)
+    bar = (abs(yy[None] - by[:, None, None]) < 1.5) & (rng.uniform(size=(n, 1, 1)) < 0.5)
+    img = np.where(bar[..., None], rng.uniform(0, 1, (n, 1, 1, 3)), img)
+    img = img + rng.normal(0, 0.12, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def make_loader(ds: Dataset, batch_size: int = 128, train: bool = False, seed: int = 0,
+                epoch: int = 0, num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose shuffle order depends only on (seed, epoch), so a resumed run sees
+    exactly the batches an uninterrupted one would have seen."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return DataLoader(ds, batch_size=batch_size, shuffle=train, generator=g if train else None,
+                      num_workers=num_workers, drop_last=False)

@@ -1,0 +1,321 @@
+"""Training and evaluation: one readable loop, seeded, resumable, with progress bars.
+
+`fit` trains a model on two datasets and, given `out`, writes `checkpoint.pt` after every
+epoch (temp file + rename, so a crash never leaves half a file) and `metrics.json` at the end.
+Run it again with the same `out` and it resumes where it stopped. Because the shuffle order
+and the dropout RNG depend only on (seed, epoch), a resumed run ends with the same weights
+as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import make_loader
+
+
+def get_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA, else Apple MPS, else CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def predict(model: Callable, loader, device: str | torch.device = "auto", progress: bool = False):
+    """(logits, labels) over a loader. `model` is a torch module or any callable on CPU tensors
+    (e.g. an ONNX model), so one evaluation serves both."""
+    is_module = isinstance(model, nn.Module)
+    device = get_device(device) if is_module else torch.device("cpu")
+    if is_module:
+        model.eval().to(device)
+    logits, labels = [], []
+    for x, y in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        logits.append(torch.as_tensor(model(x.to(device))).float().cpu())
+        labels.append(y)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def metrics_from_logits(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Accuracy and loss; ROC AUC (one-vs-rest macro for >2 classes); for two classes also
+    sensitivity and specificity (class 1 = positive), which matter more than accuracy when
+    classes are imbalanced."""
+    from sklearn.metrics import roc_auc_score
+
+    if labels.ndim > 1:  # multi-label (ChestMNIST): 14 independent yes/no questions
+        probs = logits.sigmoid()
+        out = {"loss": F.binary_cross_entropy_with_logits(logits, labels.float()).item(),
+               "accuracy": ((probs > 0.5) == labels.bool()).float().mean().item()}
+        try:
+            out["auc"] = float(roc_auc_score(labels.numpy(), probs.numpy(), average="macro"))
+        except ValueError:
+            pass
+        return {**out, "n": len(labels)}
+    pred = logits.argmax(1)
+    out = {"loss": F.cross_entropy(logits, labels).item(),
+           "accuracy": (pred == labels).float().mean().item(), "n": len(labels)}
+    probs = logits.softmax(1).numpy()
+    present = labels.unique()
+    if len(present) > 1:  # AUC needs both classes in the labels
+        if logits.shape[1] == 2:
+            out["auc"] = float(roc_auc_score(labels.numpy(), probs[:, 1]))
+        elif len(present) == logits.shape[1]:
+            out["auc"] = float(roc_auc_score(labels.numpy(), probs, multi_class="ovr", average="macro"))
+    if logits.shape[1] == 2:
+        tp = ((pred == 1) & (labels == 1)).sum().item()
+        tn = ((pred == 0) & (labels == 0)).sum().item()
+        out["sensitivity"] = tp / max(1, (labels == 1).sum().item())
+        out["specificity"] = tn / max(1, (labels == 0).sum().item())
+    return out
+
+
+def evaluate(model: Callable, loader, device: str | torch.device = "auto", progress: bool = False) -> dict:
+    """Metrics of `model` over `loader` (see `metrics_from_logits`)."""
+    return metrics_from_logits(*predict(model, loader, device, progress))
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """counts[true, predicted]."""
+    k = num_classes or logits.shape[1]
+    return torch.bincount(labels * k + logits.argmax(1), minlength=k * k).view(k, k)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def atomic_save(obj, path: str | Path):
+    """torch.save to a temp file in the same folder, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(text: str, path: str | Path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def build_from_spec(spec: dict) -> nn.Module:
+    """A model from the `model_spec` a checkpoint stores (architecture + optional quantization)."""
+    from .models import build_model
+
+    model = build_model(spec["model"], spec["num_classes"], spec["in_channels"], spec["image_size"])
+    if spec.get("quant"):
+        from .quant import QATConfig, quantize_model
+        quantize_model(model, QATConfig(**spec["quant"]))
+    return model
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu"):
+    """(model, checkpoint dict) from a file written by `fit`; the model is rebuilt from its spec."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train one with `qsal train ... --out DIR`")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable qsal checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "model_spec" not in ckpt:
+        raise ValueError(f"{path} is not a qsal checkpoint (no model_spec); was it written by qsal_lab.train.fit?")
+    model = build_from_spec(ckpt["model_spec"])
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+# ----------------------------------------------------------------------------- training
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The default loss: cross-entropy (binary cross-entropy for multi-label targets)."""
+    logits = model(x)
+    if y.ndim > 1:
+        return F.binary_cross_entropy_with_logits(logits, y.float())
+    return F.cross_entropy(logits, y)
+
+
+def train_step(model: nn.Module, x, y, optimizer, loss_fn=cross_entropy_loss) -> float:
+    """One optimisation step: forward, loss, backward, update. Returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, x, y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float):
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; choose 'adamw' or 'sgd'")
+
+
+@dataclass
+class History:
+    """Per-epoch records: train loss, test metrics, seconds, and whatever `log_fn` adds."""
+    epochs: list = field(default_factory=list)
+
+    def __getitem__(self, key):
+        return [e.get(key) for e in self.epochs]
+
+    @property
+    def final(self) -> dict:
+        return self.epochs[-1] if self.epochs else {}
+
+
+def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, batch_size: int = 128,
+        optimizer: str = "adamw", weight_decay: float = 1e-4, seed: int = 0, device: str = "auto",
+        loss_fn: Callable = cross_entropy_loss, log_fn: Callable | None = None,
+        out: str | Path | None = None, model_spec: dict | None = None, config: dict | None = None,
+        resume: bool = True, progress: bool = True) -> History:
+    """Train with a one-cycle learning-rate schedule and evaluate on `test_ds` after every epoch.
+
+    loss_fn(model, x, y) -> scalar loss: swap it to add a regulariser (PACT's alpha L2) or a
+    different objective (saliency-guided training). log_fn(model) -> dict: extra per-epoch
+    records (e.g. PACT's clipping levels). With `out`, checkpoints go to out/checkpoint.pt and
+    the final metrics to out/metrics.json; `model_spec` lets `load_checkpoint` rebuild the model.
+    """
+    dev = get_device(device)
+    model.to(dev)
+    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    steps_per_epoch = -(-len(train_ds) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
+                                                pct_start=0.25)
+    history, start = History(), 0
+    ckpt_path = Path(out) / "checkpoint.pt" if out else None
+    if ckpt_path and resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        if ckpt.get("epochs_planned") == epochs and not ckpt.get("finished"):
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            history, start = History(ckpt["history"]), ckpt["epoch"]
+            print(f"resuming from {ckpt_path} after epoch {start}/{epochs}")
+        elif ckpt.get("finished"):
+            print(f"{ckpt_path} is a finished run; starting a new one (it will be overwritten)")
+
+    test_loader = make_loader(test_ds, batch_size=512) if test_ds is not None else None
+    bar = tqdm(range(start, epochs), desc="epochs", disable=not progress, initial=start, total=epochs)
+    for epoch in bar:
+        torch.manual_seed(seed * 1000 + epoch)  # dropout/augmentation RNG: a function of the epoch
+        model.train()
+        t0, total, count = time.perf_counter(), 0.0, 0
+        loader = make_loader(train_ds, batch_size=batch_size, train=True, seed=seed, epoch=epoch)
+        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
+            x, y = x.to(dev), y.to(dev)
+            total += train_step(model, x, y, opt, loss_fn) * len(x)
+            count += len(x)
+            sched.step()
+        record = {"epoch": epoch + 1, "train_loss": total / count, "seconds": time.perf_counter() - t0,
+                  "lr": sched.get_last_lr()[0]}
+        if test_loader is not None:
+            record.update({f"test_{k}": v for k, v in evaluate(model, test_loader, dev).items()})
+            model.train()
+        if log_fn is not None:
+            record.update(log_fn(model))
+        history.epochs.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}",
+                        **({"acc": f"{record['test_accuracy']:.4f}"} if "test_accuracy" in record else {}))
+        if ckpt_path:
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "epoch": epoch + 1, "epochs_planned": epochs,
+                         "history": history.epochs, "model_spec": model_spec, "config": config,
+                         "finished": epoch + 1 == epochs}, ckpt_path)
+    if out:
+        write_metrics(out, history, config)
+    return history
+
+
+def write_metrics(out: str | Path, history: History, config: dict | None = None, **extra):
+    """out/metrics.json: the final epoch's numbers, the whole history, and the config that made them."""
+    final = history.final
+    payload = {"final": final, "history": history.epochs, "config": config, **extra}
+    atomic_write_text(json.dumps(payload, indent=2, default=str), Path(out) / "metrics.json")
+
+
+# ----------------------------------------------------------------------------- one call for CLI and chapters
+
+def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = None, out: str | Path | None = None,
+                quant=None, init_from: str | Path | None = None, epochs: int | None = None, lr: float | None = None,
+                batch_size: int | None = None, train_subset: int | None = None, test_subset: int | None = None,
+                seed: int = 0, device: str = "auto", root: str | None = None, progress: bool = True,
+                resume: bool = True):
+    """Train `model` on `dataset` with the budget's recipe; returns (model, history).
+
+    quant: a `QATConfig` for PACT quantization-aware training (None = full precision).
+    init_from: a checkpoint to start from (e.g. QAT fine-tuning of a trained float model).
+    Every other argument overrides one field of the recipe (see `qsal_lab.budget.recipe`).
+    """
+    from .budget import current_budget, recipe
+    from .data import dataset_info, load_dataset
+    from .models import build_model
+
+    budget = current_budget(budget)
+    r = recipe(model, budget, epochs=epochs, lr=lr, batch_size=batch_size,
+               train_subset=train_subset, test_subset=test_subset)
+    info = dataset_info(dataset)
+    seed_everything(seed)
+    train_ds = load_dataset(dataset, "train", root=root, subset=r.train_subset, seed=seed, augment=r.augment)
+    test_ds = load_dataset(dataset, "test", root=root, subset=r.test_subset, seed=seed)
+    spec = {"model": model, "num_classes": info.num_classes, "in_channels": info.in_channels,
+            "image_size": info.image_size, "dataset": info.name}
+    net = build_model(model, info.num_classes, info.in_channels, info.image_size)
+    if init_from is not None:
+        start, ckpt = load_checkpoint(init_from)
+        if ckpt["model_spec"]["model"] != model or ckpt["model_spec"]["num_classes"] != info.num_classes:
+            raise ValueError(f"--init-from {init_from} holds a {ckpt['model_spec']['model']} for "
+                             f"{ckpt['model_spec'].get('dataset')}, not a {model} for {info.name}")
+        net.load_state_dict(start.state_dict(), strict=False)
+    loss_fn, log_fn = cross_entropy_loss, None
+    if quant is not None:
+        from .quant import pact_alpha_l2, pact_alphas, quantize_model
+        quantize_model(net, quant)
+        spec["quant"] = asdict(quant)
+
+        def loss_fn(m, x, y, _l2=quant.alpha_l2):  # PACT: cross-entropy + lambda * sum(alpha^2)
+            return cross_entropy_loss(m, x, y) + _l2 * pact_alpha_l2(m)
+
+        log_fn = lambda m: {"alphas": pact_alphas(m)}  # noqa: E731  alpha learning curves
+    config = {"dataset": info.name, "dataset_name": info.display_name, "model": model, "budget": budget,
+              "recipe": r.to_dict(), "seed": seed, "quant": spec.get("quant"),
+              "init_from": str(init_from) if init_from else None, "train_size": len(train_ds),
+              "test_size": len(test_ds)}
+    history = fit(net, train_ds, test_ds, epochs=r.epochs, lr=r.lr, batch_size=r.batch_size,
+                  optimizer=r.optimizer, weight_decay=r.weight_decay, seed=seed, device=device,
+                  loss_fn=loss_fn, log_fn=log_fn, out=out, model_spec=spec, config=config,
+                  resume=resume, progress=progress)
+    return net, history

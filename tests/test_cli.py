@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qsal_lab.cli import main
+
+
+def run(*args):
+    """The installed entry point, as a user runs it: (exit code, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-m", "qsal_lab.cli", *args], capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["eval"], ["export"], ["ptq"]])
+def test_help_everywhere(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0 and "usage: qsal" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--dataset", "mnits", "--out", "x"], "unknown dataset 'mnits'; valid names: mnist"),
+    (["train", "--dataset", "mnist", "--model", "vgg", "--out", "x"], "no recipe for model 'vgg'"),
+    (["train", "--dataset", "mnist", "--method", "pact", "--w-bits", "5.5", "--out", "x"], "invalid int value"),
+    (["eval", "--checkpoint", "does/not/exist.pt"], "no checkpoint at does/not/exist.pt"),
+])
+def test_bad_input_is_one_clear_line(args, message):
+    code, out, err = run(*args)
+    last = err.strip().splitlines()[-1]  # argparse prints its usage first; the error is one line
+    assert code == 2 and message in last and last.startswith("qsal") and "Traceback" not in err
+
+
+def test_missing_data_is_explained(tmp_path):
+    code, out, err = run("train", "--dataset", "cifar10", "--out", str(tmp_path), "--epochs", "1")
+    if code == 0:
+        pytest.skip("CIFAR-10 downloaded: this machine is online")
+    assert code == 2 and "cifar-10-batches-py/data_batch_1: c99cafc152244af753f735de768cd75f" in err
+    assert "Traceback" not in err
+
+
+def test_data_lists_what_is_present(data_root, capsys):
+    assert main(["data", "--root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "mnist           present, checksums match" in out
+    assert "stand-in" in out
+
+
+@pytest.mark.parametrize("dataset,extra", [("mnist", []), ("pneumoniamnist", ["--test-subset", "200"])])
+def test_train_then_eval(dataset, extra, data_root, tmp_path, capsys):
+    out = tmp_path / dataset
+    assert main(["train", "--dataset", dataset, "--out", str(out), "--budget", "ci", "--epochs", "1",
+                 "--train-subset", "600", *extra]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["dataset"] == dataset and metrics["final"]["epoch"] == 1
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--json", "--subset", "300"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 300 and 0 <= result["accuracy"] <= 1 and "auc" in result
+    if dataset == "pneumoniamnist":
+        assert {"sensitivity", "specificity"} <= result.keys()

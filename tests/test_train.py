@@ -1,0 +1,114 @@
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from qsal_lab.models import build_model
+from qsal_lab.train import (confusion_matrix, evaluate, fit, get_device, load_checkpoint, metrics_from_logits,
+                            predict, seed_everything, train_step)
+
+SPEC = dict(model="smallcnn", num_classes=10, in_channels=1, image_size=28, dataset="mnist")
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist_root):
+    from qsal_lab.data import load_dataset
+    return (load_dataset("mnist", "train", root=mnist_root, subset=512, seed=0),
+            load_dataset("mnist", "test", root=mnist_root, subset=256, seed=0))
+
+
+def test_short_training_lowers_the_loss(tiny):
+    seed_everything(0)
+    model = build_model("smallcnn")
+    before = evaluate(model, torch.utils.data.DataLoader(tiny[1], batch_size=128))["loss"]
+    history = fit(model, *tiny, epochs=2, lr=3e-3, progress=False)
+    assert history["test_loss"][-1] < 0.7 * before
+    assert history["train_loss"][1] < history["train_loss"][0]
+    assert history.final["test_accuracy"] > 0.6
+
+
+def test_resume_equals_uninterrupted(tiny, tmp_path):
+    seed_everything(0)
+    whole = build_model("smallcnn")
+    fit(whole, *tiny, epochs=3, lr=3e-3, progress=False, out=tmp_path / "a", model_spec=SPEC)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(model):
+        if crash_after_first_epoch.calls == 1:
+            raise Crash
+        crash_after_first_epoch.calls += 1
+        return {}
+    crash_after_first_epoch.calls = 0
+    seed_everything(0)
+    broken = build_model("smallcnn")
+    with pytest.raises(Crash):
+        fit(broken, *tiny, epochs=3, lr=3e-3, progress=False, out=tmp_path / "b", model_spec=SPEC,
+            log_fn=crash_after_first_epoch)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    resumed = build_model("smallcnn")  # a fresh process would start from new random weights
+    history = fit(resumed, *tiny, epochs=3, lr=3e-3, progress=False, out=tmp_path / "b", model_spec=SPEC)
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["final"]["epoch"] == 3
+    assert not list((tmp_path / "b").glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_checkpoint_round_trip(tiny, tmp_path):
+    model = build_model("smallcnn")
+    fit(model, *tiny, epochs=1, lr=3e-3, progress=False, out=tmp_path, model_spec=SPEC)
+    loaded, ckpt = load_checkpoint(tmp_path)
+    x = torch.stack([tiny[1][i][0] for i in range(8)])
+    assert torch.equal(loaded(x), model.eval()(x))
+    assert ckpt["finished"] and ckpt["model_spec"] == SPEC
+
+
+def test_bad_checkpoints_are_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable qsal checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_train_step_updates_and_returns_loss():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    losses = [train_step(model, x, y, opt) for _ in range(20)]
+    assert losses[-1] < losses[0] * 0.8
+
+
+def test_binary_metrics_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    m = metrics_from_logits(logits, labels)
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(1 / 2)
+    # AUC by hand: p(class 1) = sigmoid(l1 - l0); pairs (pos, neg) ranked right: 5 of 6
+    assert m["auc"] == pytest.approx(5 / 6)
+
+
+def test_multiclass_auc_and_confusion():
+    logits = torch.eye(3).repeat(2, 1)
+    labels = torch.tensor([0, 1, 2, 0, 1, 1])
+    m = metrics_from_logits(logits, labels)
+    assert m["accuracy"] == pytest.approx(5 / 6) and 0 < m["auc"] <= 1
+    assert confusion_matrix(logits, labels).tolist() == [[2, 0, 0], [0, 2, 1], [0, 0, 1]]
+
+
+def test_predict_accepts_plain_callables():
+    ds = TensorDataset(torch.randn(10, 4), torch.randint(0, 2, (10,)))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4)
+    logits, labels = predict(lambda x: x[:, :2].numpy(), loader)  # e.g. an ONNX session returning numpy
+    assert logits.shape == (10, 2) and labels.shape == (10,)
+
+
+def test_device_auto_is_cpu_here():
+    assert get_device("auto").type in ("cpu", "cuda", "mps")
+    assert get_device("cpu").type == "cpu"
