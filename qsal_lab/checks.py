@@ -101,3 +101,36 @@ def check_train_step(train_step_fn):
                           "Did you call optimizer.zero_grad() before loss.backward()? Without it, gradients "
                           "from the previous step are added to the new ones.")
     _passed("check_train_step passed: your step matches a reference SGD step, loss and all.")
+
+
+def check_training_run(train_step_fn, accuracy_fn, train_ds, test_ds, epochs: int = 1, min_accuracy: float = 0.8):
+    """Train a fresh SmallCNN with the learner's own train_step and measure it with their own
+    accuracy; passes when the model learns (test accuracy >= min_accuracy)."""
+    from tqdm.auto import tqdm
+
+    from .data import make_loader
+    from .models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("smallcnn", in_channels=train_ds.info.in_channels, num_classes=train_ds.info.num_classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for epoch in range(epochs):
+        model.train()
+        for x, y in tqdm(make_loader(train_ds, 128, train=True, epoch=epoch), desc=f"epoch {epoch + 1}"):
+            loss = _call(train_step_fn, "train_step", model, x, y, optimizer)
+            if loss is None:
+                raise CheckFailed("train_step() returned None: finish its TODO (and pass check_train_step) first.")
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(x) for x, _ in make_loader(test_ds, 512)])
+    labels = test_ds.labels
+    acc = _as_float(_call(accuracy_fn, "accuracy", logits, labels), "accuracy")
+    true_acc = (logits.argmax(1) == labels).float().mean().item()
+    if abs(acc - true_acc) > 1e-6:
+        raise CheckFailed(f"accuracy() says {acc:.4f} but the model's real test accuracy is {true_acc:.4f}.")
+    if acc < min_accuracy:
+        raise CheckFailed(f"after {epochs} epoch(s) with your train_step the test accuracy is {acc:.2%}, "
+                          f"below {min_accuracy:.0%}: the model is not learning. Check the loss and the "
+                          f"order zero_grad -> backward -> step.")
+    _passed(f"check_training_run passed: your loop trained SmallCNN to {acc:.2%} test accuracy.")
+    return acc
