@@ -7,6 +7,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 # The book is built at QSAL_BUDGET=book and tested at QSAL_BUDGET=ci, unless QSAL_BUDGET is set.
 BOOK_BUDGET = $(or $(QSAL_BUDGET),book)
 TEST_BUDGET = $(or $(QSAL_BUDGET),ci)
+# Extra pytest options, e.g. `make test PYTEST_ARGS="-k 03_ptq"` or PYTEST_ARGS="-m 'not slow'".
+PYTEST_ARGS ?=
 # Re-install only when the project's dependencies change.
 INSTALLED = $(VENV)/.qsal-installed
 
@@ -31,7 +33,7 @@ book: $(INSTALLED)
 
 # One pytest run: library tests, the notebooks under nbval, the exercises and the book build.
 test: $(INSTALLED)
-	QSAL_BUDGET=$(TEST_BUDGET) $(PY) -m pytest tests
+	QSAL_BUDGET=$(TEST_BUDGET) $(PY) -m pytest tests -ra --durations=15 $(PYTEST_ARGS)
 
 exercises: $(INSTALLED)
 	$(PY) tools/nbtools.py make-exercises

@@ -10,6 +10,8 @@ import pytest
 from sphinx_external_toc.parsing import parse_toc_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 _spec = importlib.util.spec_from_file_location("nbtools", ROOT / "tools" / "nbtools.py")
 nbtools = importlib.util.module_from_spec(_spec)
@@ -49,3 +51,7 @@ def test_book_builds_without_warnings(tmp_path):
     html = tmp_path / "_build" / "html"
     missing = [doc for doc in toc_documents() if not (html / f"{doc}.html").exists()]
     assert not missing, f"no HTML page for {missing} in {html}"
+    # a page that shows a widget must carry the widget state, or the widget stays blank
+    stateless = [doc for doc in toc_documents()
+                 if WIDGET_VIEW in (page := (html / f"{doc}.html").read_text()) and WIDGET_STATE not in page]
+    assert not stateless, f"pages with widgets but no saved widget state: {stateless}"
