@@ -220,4 +220,4 @@ def test_check_exercises_finds_stale_missing_and_orphaned_exercises(tmp_path):
     nbtools.write(small_notebook(), exercises / "c.ipynb")
     assert nbtools.stale_exercises(solutions, exercises) == [
         f"{exercises / 'a.ipynb'} differs from what {solutions / 'a.ipynb'} gives",
-        f"{exercises / 'c.ipynb'} has no solutions/c.ipynb"]
+        f"{exercises / 'c.ipynb'} has no solution {solutions / 'c.ipynb'}"]

@@ -132,7 +132,7 @@ def stale_exercises(solutions_dir, exercises_dir):
     solution_names = {s.name for s, _ in pairs}
     for exercise in sorted(Path(exercises_dir).glob("*.ipynb")):
         if exercise.name not in solution_names:
-            problems.append(f"{exercise} has no solutions/{exercise.name}")
+            problems.append(f"{exercise} has no solution {Path(solutions_dir) / exercise.name}")
     return problems
 
 
