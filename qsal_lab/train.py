@@ -216,8 +216,11 @@ def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, bat
     model.to(dev)
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     steps_per_epoch = -(-len(train_ds) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                pct_start=0.25)
+    total_steps = epochs * steps_per_epoch
+    if total_steps >= 10:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+    else:  # too few steps for a warm-up and a decay: keep the learning rate constant
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     history, start = History(), 0
     ckpt_path = Path(out) / "checkpoint.pt" if out else None
     if ckpt_path and resume and ckpt_path.exists():

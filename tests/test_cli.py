@@ -25,6 +25,9 @@ def test_help_everywhere(cmd, capsys):
     (["train", "--dataset", "mnist", "--model", "vgg", "--out", "x"], "no recipe for model 'vgg'"),
     (["train", "--dataset", "mnist", "--method", "pact", "--w-bits", "5.5", "--out", "x"], "invalid int value"),
     (["eval", "--checkpoint", "does/not/exist.pt"], "no checkpoint at does/not/exist.pt"),
+    (["train", "--dataset", "mnist", "--method", "pact", "--w-bits", "9", "--out", "x"],
+     "invalid bit width 9 for QATConfig.w_bits: use an integer from 2 to 8, or 32 for float"),
+    (["train", "--dataset", "mnist", "--a-bits", "4", "--out", "x"], "--a-bits needs --method pact"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     code, out, err = run(*args)
@@ -60,3 +63,31 @@ def test_train_then_eval(dataset, extra, data_root, tmp_path, capsys):
     assert result["n"] == 300 and 0 <= result["accuracy"] <= 1 and "auc" in result
     if dataset == "pneumoniamnist":
         assert {"sensitivity", "specificity"} <= result.keys()
+
+
+PRETRAINED = "qsal_lab/pretrained/mnist_smallcnn"
+
+
+def test_pact_train_from_float_then_eval(data_root, tmp_path, capsys):
+    out = tmp_path / "pact"
+    assert main(["train", "--dataset", "mnist", "--method", "pact", "--w-bits", "4", "--a-bits", "4",
+                 "--init-from", PRETRAINED, "--epochs", "1", "--train-subset", "500", "--test-subset", "500",
+                 "--lr", "5e-4", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["quant"]["w_bits"] == 4 and metrics["final"]["alphas"]
+    assert metrics["final"]["test_accuracy"] > 0.9  # fine-tuned from a 99.5 % float model
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--json", "--subset", "500"]) == 0  # rebuilt as a PACT model
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["final"]["test_accuracy"])
+
+
+def test_export_and_ptq(data_root, tmp_path):
+    code, out, err = run("export", "--checkpoint", PRETRAINED, "--out", str(tmp_path / "m.onnx"))
+    assert code == 0, err
+    assert (tmp_path / "m.onnx").stat().st_size > 1_000_000
+    code, out, err = run("ptq", "--checkpoint", PRETRAINED, "--out", str(tmp_path / "m_int8.onnx"), "--calib", "128")
+    assert code == 0, err
+    fp32, int8 = (tmp_path / "m_fp32.onnx").stat().st_size, (tmp_path / "m_int8.onnx").stat().st_size
+    assert int8 < 0.3 * fp32
+    code, out, err = run("ptq", "--checkpoint", PRETRAINED, "--out", str(tmp_path / "x.onnx"), "--method", "kl")
+    assert code == 2 and "invalid choice: 'kl'" in err
