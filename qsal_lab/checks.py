@@ -134,3 +134,221 @@ def check_training_run(train_step_fn, accuracy_fn, train_ds, test_ds, epochs: in
                           f"order zero_grad -> backward -> step.")
     _passed(f"check_training_run passed: your loop trained SmallCNN to {acc:.2%} test accuracy.")
     return acc
+
+
+# ----------------------------------------------------------------------------- chapter 2: quantization basics
+
+def _qb_tensor(value, name, like, what="a tensor"):
+    """The learner's return value as a tensor shaped like `like`, or CheckFailed saying why not."""
+    if value is None:
+        raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns {what}.")
+    if not isinstance(value, torch.Tensor):
+        raise CheckFailed(f"{name}() returned {type(value).__name__}; return {what} (a torch.Tensor), "
+                          f"computed with torch operations on the input tensor.")
+    if value.shape != like.shape:
+        raise CheckFailed(f"{name}() returned a tensor of shape {tuple(value.shape)} for an input of shape "
+                          f"{tuple(like.shape)}; quantization works element by element, so the shapes must match.")
+    return value
+
+
+def _qb_first_mismatch(got, want, atol):
+    """Flat index of the first element where got and want differ by more than atol, or None."""
+    bad = ((got.double() - want.double()).abs() > atol).flatten().nonzero()
+    return None if len(bad) == 0 else int(bad[0])
+
+
+def _qb_same(got, want, atol):
+    return _qb_first_mismatch(got, want, atol) is None
+
+
+def _qb_case_text(scale, zero_point, qmin, qmax):
+    return f"scale={scale:g}, zero_point={zero_point}, qmin={qmin}, qmax={qmax}"
+
+
+# hand-made cases: (x, scale, zero_point, bits, signed); no x / scale sits near a .5 tie, so
+# round-half-to-even and round-half-up agree, and codes fall below qmin and above qmax.
+_QB_QUANTIZE_CASES = [
+    (torch.tensor([[-1.37, -0.62, -0.13, 0.0], [0.17, 0.58, 1.31, 2.95]]), 0.2, 5, 4, False),
+    (torch.tensor([-9.0, -2.31, -0.04, 0.0, 0.66, 3.13, 6.04, 7.9]), 0.05, 0, 8, True),
+]
+
+
+def check_quantize(quantize_fn):
+    """quantize_fn(x, scale, zero_point, qmin, qmax) -> integer codes
+    clamp(round(x / scale) + zero_point, qmin, qmax)."""
+    from .quant import qrange, quantize
+
+    for x, scale, zp, bits, signed in _QB_QUANTIZE_CASES:
+        qmin, qmax = qrange(bits, signed)
+        want = quantize(x, torch.tensor(scale), torch.tensor(zp), bits, signed)
+        got = _qb_tensor(_call(quantize_fn, "quantize", x.clone(), scale, zp, qmin, qmax), "quantize", x,
+                         "a tensor of integer codes")
+        case = _qb_case_text(scale, zp, qmin, qmax)
+        i = _qb_first_mismatch(got, want, atol=1e-6)
+        if i is not None:
+            xi, wi, gi = x.flatten()[i].item(), want.flatten()[i].item(), got.flatten()[i].item()
+            where = (f"with {case}: for x={xi:g} (element {i}) expected code {wi:g}, got {gi:g}.")
+            # the typical bugs, each recomputed exactly so that the hint is only given when it fits
+            r = torch.round(x / scale)
+            hints = [
+                (r + zp, "Some codes lie outside [qmin, qmax]: clamp the codes with .clamp(qmin, qmax)."),
+                (torch.trunc(x / scale).add(zp).clamp(qmin, qmax),
+                 "It looks like the fraction was cut off (e.g. by .int() or .long()), which truncates toward "
+                 "zero: round first with torch.round(), then convert."),
+                (torch.floor(x / scale).add(zp).clamp(qmin, qmax), "It looks like floor(): use torch.round()."),
+                ((r - zp).clamp(qmin, qmax), "The zero point has the wrong sign: the code is round(x / scale) "
+                                              "+ zero_point."),
+                (torch.round(x * scale).add(zp).clamp(qmin, qmax), "Divide x by the scale, do not multiply."),
+                (r.clamp(qmin, qmax) + zp, "Clamp after adding the zero point: clamp(round(x / scale) + "
+                                           "zero_point, qmin, qmax)."),
+                ((x / scale + zp).clamp(qmin, qmax), "The codes are not whole numbers: round x / scale with "
+                                                     "torch.round()."),
+            ]
+            hint = next((text for variant, text in hints if _qb_same(got, variant, 1e-6)), None)
+            if hint is None and not _qb_same(got, got.double().round(), 1e-6):
+                hint = "The codes are not whole numbers: round x / scale with torch.round()."
+            if hint is None and ((got.double() < qmin) | (got.double() > qmax)).any():
+                hint = "Some codes lie outside [qmin, qmax]: clamp them."
+            hint = hint or "Compute clamp(round(x / scale) + zero_point, qmin, qmax), in that order."
+            raise CheckFailed(f"quantize() is not right yet {where} {hint}")
+        if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
+            raise CheckFailed(f"quantize() returns the right codes but as {got.dtype}; codes are integers, which "
+                              f"is what saves the memory: convert with .to(torch.int64) at the end.")
+    _passed("check_quantize passed: your codes match qsal_lab.quant.quantize on 2 hand-made tensors "
+            "(4-bit unsigned with a zero point, 8-bit signed), clipping included.")
+
+
+_QB_DEQUANTIZE_CASES = [
+    (torch.tensor([[0, 3, 5, 15], [7, 1, 12, 9]]), 0.2, 5),
+    (torch.tensor([-128, -46, -1, 0, 13, 63, 121, 127]), 0.05, 0),
+    (torch.tensor([0, 2, 7, 9, 11, 200, 255]), 0.0125, 9),
+]
+
+
+def check_dequantize(dequantize_fn):
+    """dequantize_fn(q, scale, zero_point) -> real values (q - zero_point) * scale, as floats."""
+    from .quant import dequantize
+
+    for q, scale, zp in _QB_DEQUANTIZE_CASES:
+        want = dequantize(q, torch.tensor(scale), torch.tensor(zp))
+        got = _qb_tensor(_call(dequantize_fn, "dequantize", q.clone(), scale, zp), "dequantize", q,
+                         "a float tensor of real values")
+        i = _qb_first_mismatch(got, want, atol=1e-5)
+        if i is not None:
+            qi, wi, gi = q.flatten()[i].item(), want.flatten()[i].item(), got.flatten()[i].item()
+            where = f"with scale={scale:g}, zero_point={zp}: for code q={qi} (element {i}) expected {wi:g}, got {gi:g}."
+            hints = [
+                (q * scale - zp, "Subtract the zero point from the code before multiplying by the scale: "
+                                 "(q - zero_point) * scale."),
+                ((q + zp) * scale, "The zero point has the wrong sign: subtract it, (q - zero_point) * scale."),
+                ((q - zp) / scale, "Multiply by the scale, do not divide."),
+                (q * scale, "The zero point is missing: (q - zero_point) * scale."),
+                (((q - zp) * scale).trunc(), "The result was converted to integers, which drops the fraction: "
+                                             "keep it a float tensor."),
+                (((q - zp) * scale).round(), "The result was rounded to whole numbers: keep the float values."),
+            ]
+            hint = next((text for variant, text in hints if _qb_same(got, variant, 1e-5)), None)
+            raise CheckFailed(f"dequantize() is not right yet {where} "
+                              f"{hint or 'Compute (q - zero_point) * scale.'}")
+        if not got.is_floating_point():
+            raise CheckFailed(f"dequantize() returned a {got.dtype} tensor; real values are floats: "
+                              f"make sure the result is a float tensor, e.g. (q - zero_point) * scale.")
+    _passed("check_dequantize passed: your values match qsal_lab.quant.dequantize on 3 hand-made code tensors.")
+
+
+# (x, bits): mixed signs, all positive (the range must be widened to include 0), all negative
+_QB_QPARAMS_CASES = [
+    (torch.tensor([0.4, -0.62, 2.41, 1.0, -0.3, 0.0]), 4),
+    (torch.tensor([[0.5, 1.25], [3.0, 2.2]]), 3),
+    (torch.tensor([-2.0, -0.25, -1.1, -0.7]), 8),
+]
+
+
+def check_qparams_minmax(qparams_fn):
+    """qparams_fn(x, bits) -> (scale, zero_point) for asymmetric unsigned codes [0, 2^bits - 1] over
+    the range [min(x.min(), 0), max(x.max(), 0)], like calc_qparams(..., symmetric=False, signed=False)."""
+    from .quant import calc_qparams
+
+    for x, bits in _QB_QPARAMS_CASES:
+        out = _call(qparams_fn, "qparams_minmax", x.clone(), bits)
+        if out is None:
+            raise CheckFailed("qparams_minmax() returned None: fill in its TODO so that it returns "
+                              "(scale, zero_point).")
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise CheckFailed(f"qparams_minmax() returned {type(out).__name__}; return a pair "
+                              f"(scale, zero_point), e.g. `return scale, zero_point`.")
+        scale = _as_float(out[0], "qparams_minmax")
+        zp = _as_float(out[1], "qparams_minmax")
+        lo, hi = x.min().item(), x.max().item()
+        want_scale, want_zp = (v.item() for v in calc_qparams(lo, hi, bits, symmetric=False, signed=False))
+        n = 2**bits - 1
+        case = f"for a tensor with min {lo:g} and max {hi:g} at {bits} bits (codes 0..{n})"
+        if abs(scale - want_scale) > 1e-6 * max(1.0, abs(want_scale)):
+            if abs(scale - (hi - lo) / n) < 1e-6 and (lo > 0 or hi < 0):
+                hint = ("The range must contain 0, so that 0.0 (zero padding, ReLU outputs) is exactly "
+                        "representable: use min(x.min(), 0) and max(x.max(), 0).")
+            elif abs(scale - want_scale * n / 2**bits) < 1e-6:
+                hint = (f"{bits} bits give 2^{bits} = {2**bits} codes but only {n} steps between the lowest and "
+                        f"the highest: divide the range by 2**bits - 1.")
+            elif abs(scale - want_scale * n) < 1e-6:
+                hint = "Divide the range (max - min) by the number of steps, 2**bits - 1."
+            else:
+                hint = "scale = (max - min) / (2**bits - 1), with the range widened to include 0."
+            raise CheckFailed(f"qparams_minmax() returned scale {scale:g} {case}; expected {want_scale:g}. {hint}")
+        if abs(zp - round(zp)) > 1e-6:
+            raise CheckFailed(f"qparams_minmax() returned zero_point {zp:g} {case}; the zero point is an integer "
+                              f"code (expected {want_zp}): round it with round() or torch.round().")
+        if round(zp) != want_zp:
+            if round(zp) == -want_zp:
+                hint = ("The sign is flipped: the zero point is the code that 0.0 maps to, "
+                        "zero_point = -round(min / scale) (min <= 0, so it is >= 0).")
+            elif not 0 <= zp <= n:
+                hint = f"The zero point must itself be a valid code in [0, {n}]."
+            else:
+                hint = "zero_point = -round(min / scale), the code that 0.0 maps to."
+            raise CheckFailed(f"qparams_minmax() returned zero_point {zp:g} {case}; expected {want_zp}. {hint}")
+    _passed("check_qparams_minmax passed: scale and zero point match qsal_lab.quant.calc_qparams on 3 tensors "
+            "(mixed signs, all positive, all negative).")
+
+
+def check_quantization_roundtrip(quantize_fn, dequantize_fn, qparams_fn, x, bit_widths=(2, 3, 4, 5, 6, 7, 8)):
+    """Quantize and dequantize real data x with the learner's three functions at each bit width and
+    compare with qsal_lab.quant.fake_quantize; prints the error table and returns {bits: MSE}."""
+    from .quant import calc_qparams, fake_quantize
+
+    x = torch.as_tensor(x, dtype=torch.float32)
+    lo, hi = x.min().item(), x.max().item()
+    mse = {}
+    print(f"{'bits':>4} {'scale':>9} {'zero_point':>10} {'MSE':>10} {'SQNR (dB)':>10}")
+    for bits in bit_widths:
+        out = _call(qparams_fn, "qparams_minmax", x.clone(), bits)
+        if out is None:
+            raise CheckFailed("qparams_minmax() returned None: fill in its TODO (and pass check_qparams_minmax) first.")
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            raise CheckFailed("qparams_minmax() must return a pair (scale, zero_point): pass check_qparams_minmax "
+                              "first.")
+        scale, zp = out
+        q = _call(quantize_fn, "quantize", x.clone(), scale, zp, 0, 2**bits - 1)
+        q = _qb_tensor(q, "quantize", x, "a tensor of integer codes")
+        x_hat = _qb_tensor(_call(dequantize_fn, "dequantize", q, scale, zp), "dequantize", x,
+                           "a float tensor of real values")
+        ref_scale, ref_zp = calc_qparams(lo, hi, bits, symmetric=False, signed=False)
+        want = fake_quantize(x, ref_scale, ref_zp, bits, signed=False)
+        diff = (x_hat.double() - want.double()).abs()
+        # an exact .5 tie may round either way (torch.round rounds half to even): one step off is fine there
+        tie = ((x / ref_scale - torch.floor(x / ref_scale)) - 0.5).abs() < 1e-4
+        bad = (diff > 1e-5) & ~(tie & (diff < ref_scale.item() * 1.001))
+        if bad.any():
+            i = int(bad.flatten().nonzero()[0])
+            raise CheckFailed(f"at {bits} bits your quantize -> dequantize round trip gives "
+                              f"{x_hat.flatten()[i].item():g} for x={x.flatten()[i].item():g} (element {i}); "
+                              f"qsal_lab.quant.fake_quantize gives "
+                              f"{want.flatten()[i].item():g}. Pass the three checks above first.")
+        err = (x_hat.double() - x.double()).pow(2).mean().item()
+        sqnr = 10 * torch.log10(x.double().pow(2).mean() / max(err, 1e-30)).item()
+        mse[bits] = err
+        print(f"{bits:>4} {_as_float(scale, 'qparams_minmax'):>9.5f} {int(_as_float(zp, 'qparams_minmax')):>10d} "
+              f"{err:>10.2e} {sqnr:>10.1f}")
+    _passed(f"check_quantization_roundtrip passed: your functions reproduce qsal_lab.quant on {x.numel():,} real "
+            f"values at {len(mse)} bit widths.")
+    return mse
