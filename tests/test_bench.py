@@ -1,0 +1,72 @@
+"""bench/quant_mnist.py at the ci budget: it runs end to end and reports every figure with its target.
+
+Only the report's completeness is tested, not whether the targets are met: ci numbers come from
+tiny subsets and mean nothing (the book-budget run is what `make bench` shows).
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench" / "quant_mnist.py"
+
+MODELS = [("FP32", 32), ("PTQ int8 (ORT)", 8), ("PACT QAT", 8), ("PACT QAT", 4), ("PACT QAT", 3), ("PACT QAT", 2),
+          ("PTQ", 4)]
+TARGETS = {  # key: (figure, target)
+    "ptq_int8_drop_pt": ("PTQ int8 (ORT) accuracy drop vs FP32", 0.3),
+    "pact_w4a4_drop_pt": ("PACT W4A4 accuracy drop vs FP32", 0.3),
+    "pact_w2a2_drop_pt": ("PACT W2A2 accuracy drop vs FP32", 1.0),
+    "int8_onnx_vs_fp32_onnx": ("int8 ONNX file / fp32 ONNX file", 0.27),
+    "packed_w4_vs_fp32": ("packed PACT W4A4 file / fp32 state_dict file", 0.14),
+    "qat_vs_fp_epoch_time": ("QAT epoch time / FP epoch time", 1.3),
+}
+
+
+@pytest.mark.slow
+def test_benchmark_reports_every_model_and_target_at_ci_budget(tmp_path, mnist_root):
+    results = tmp_path / "results"
+    run = subprocess.run([sys.executable, str(BENCH), "--budget", "ci", "--results", str(results),
+                          "--work-dir", str(tmp_path / "work"), "--quiet"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+
+    report = json.loads((results / "quant_mnist.json").read_text())
+    assert report["budget"] == "ci"
+    rows = {(r["method"], r["w_bits"]): r for r in report["rows"]}
+    assert sorted(rows) == sorted(MODELS)
+    for key, row in rows.items():
+        assert 0.0 <= row["accuracy"] <= 1.0, key
+        assert row["file_bytes"] > 0 and row["size_bytes"] > 0, key
+    assert rows[("FP32", 32)]["file_vs_fp32"] == 1.0
+    # 4-bit weights are about an eighth of float32 ones, whatever the budget
+    assert 0.1 < rows[("PACT QAT", 4)]["size_vs_fp32"] < rows[("PACT QAT", 8)]["size_vs_fp32"] < 0.3
+    assert rows[("PACT QAT", 2)]["alphas"] and all(a for a in rows[("PACT QAT", 2)]["alphas"])
+
+    targets = {t["key"]: t for t in report["targets"]}
+    assert set(targets) == set(TARGETS)
+    for key, (figure, target) in TARGETS.items():
+        t = targets[key]
+        assert t["figure"] == figure and t["target"] == target and isinstance(t["value"], float)
+        assert t["met"] == (t["value"] <= target)
+    timing = report["timing"]
+    assert timing["fp_step_s"] > 0 and timing["qat_step_s"] > 0
+    assert abs(timing["ratio"] - timing["qat_step_s"] / timing["fp_step_s"]) < 1e-9
+
+    md = (results / "quant_mnist.md").read_text()
+    assert "ci budget" in md
+    for figure, _ in TARGETS.values():
+        line = next((l for l in md.splitlines() if l.startswith(f"| {figure} |")), None)
+        assert line is not None, f"no row for {figure!r} in quant_mnist.md"
+        assert line.rstrip().endswith(("| met |", "| **MISSED** |")), line
+    for method, bits in MODELS:
+        assert f"| {method} | {'32/32' if method == 'FP32' else f'{bits}/{bits}'} |" in md, (method, bits)
+
+
+def test_benchmark_rejects_a_missing_checkpoint(tmp_path):
+    run = subprocess.run([sys.executable, str(BENCH), "--fp-checkpoint", str(tmp_path / "nope.pt"),
+                          "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "does not exist; omit it to train the float model in the run" in run.stderr.strip().splitlines()[-1]
