@@ -29,18 +29,20 @@ def _call(fn, name, *args):
         raise CheckFailed(f"{name}() raised {type(e).__name__}: {e}") from None
 
 
-def _as_float(value, name):
+def _as_float(value, name, part=None, hint="e.g. with .item()"):
+    """One number from what the learner's function returned; `part` names which part of it (e.g. "scale")."""
+    of = f" as its {part}" if part else ""
     if value is None:
-        raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns a number.")
+        raise CheckFailed(f"{name}() returned None{of}: fill in its TODO so that it returns a number.")
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise CheckFailed(f"{name}() returned a tensor of shape {tuple(value.shape)}; return one number "
-                              f"(e.g. with .item()).")
+            raise CheckFailed(f"{name}() returned {'a ' + part if part else 'a'} tensor of shape {tuple(value.shape)}; "
+                              f"return one number ({hint}).")
         value = value.item()
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise CheckFailed(f"{name}() returned {type(value).__name__}; return a float.") from None
+        raise CheckFailed(f"{name}() returned a {type(value).__name__}{of}; return a number.") from None
 
 
 # ----------------------------------------------------------------------------- chapter 1: MNIST baseline
@@ -147,20 +149,9 @@ def _ptq_pair(out, name):
         raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns (scale, zero_point).")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise CheckFailed(f"{name}() returned {type(out).__name__}; return a pair (scale, zero_point).")
-    values = []
-    for what, v in zip(("scale", "zero_point"), out):
-        if v is None:
-            raise CheckFailed(f"{name}() returned None as its {what}: fill in its TODO.")
-        if isinstance(v, torch.Tensor):
-            if v.numel() != 1:
-                raise CheckFailed(f"{name}() returned a {what} tensor of shape {tuple(v.shape)}; it must be one "
-                                  f"number per tensor. Take the min/max over ALL elements (x.min(), not x.min(dim=...)).")
-            v = v.item()
-        try:
-            values.append(float(v))
-        except (TypeError, ValueError):
-            raise CheckFailed(f"{name}() returned a {type(v).__name__} as its {what}; return a number.") from None
-    return tuple(values)
+    # a per-channel min/max gives a tensor where one number per tensor is expected
+    hint = "one number per tensor: take the min/max over ALL elements, x.min(), not x.min(dim=...)"
+    return tuple(_as_float(v, name, part, hint) for part, v in zip(("scale", "zero_point"), out))
 
 
 def _ptq_reference(lo, hi, bits):

@@ -28,6 +28,8 @@ def test_help_everywhere(cmd, capsys):
     (["train", "--dataset", "mnist", "--method", "pact", "--w-bits", "9", "--out", "x"],
      "invalid bit width 9 for QATConfig.w_bits: use an integer from 2 to 8, or 32 for float"),
     (["train", "--dataset", "mnist", "--a-bits", "4", "--out", "x"], "--a-bits needs --method pact"),
+    (["train", "--dataset", "mnist", "--method", "pact", "--pact-alpha", "0", "--out", "x"],
+     "QATConfig.pact_alpha must be > 0"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     code, out, err = run(*args)
@@ -72,9 +74,10 @@ def test_pact_train_from_float_then_eval(data_root, tmp_path, capsys):
     out = tmp_path / "pact"
     assert main(["train", "--dataset", "mnist", "--method", "pact", "--w-bits", "4", "--a-bits", "4",
                  "--init-from", PRETRAINED, "--epochs", "1", "--train-subset", "500", "--test-subset", "500",
-                 "--lr", "5e-4", "--out", str(out)]) == 0
+                 "--lr", "5e-4", "--pact-alpha", "6", "--alpha-l2", "1e-3", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["quant"]["w_bits"] == 4 and metrics["final"]["alphas"]
+    quant = metrics["config"]["quant"]
+    assert (quant["w_bits"], quant["pact_alpha"], quant["alpha_l2"]) == (4, 6.0, 1e-3) and metrics["final"]["alphas"]
     assert metrics["final"]["test_accuracy"] > 0.9  # fine-tuned from a 99.5 % float model
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out), "--json", "--subset", "500"]) == 0  # rebuilt as a PACT model
