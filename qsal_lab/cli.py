@@ -30,13 +30,13 @@ def cmd_data(args):
 
 def _quant_config(args):
     if args.method == "fp":
-        for flag in ("w_bits", "a_bits", "pact_alpha", "alpha_l2"):
+        for flag in ("w_bits", "a_bits", "pact_alpha", "alpha_l2", "alpha_lr_scale"):
             if getattr(args, flag) is not None:
                 raise ValueError(f"--{flag.replace('_', '-')} needs --method pact")
         return None
     from .quant import QATConfig
 
-    extra = {k: getattr(args, k) for k in ("pact_alpha", "alpha_l2") if getattr(args, k) is not None}
+    extra = {k: getattr(args, k) for k in ("pact_alpha", "alpha_l2", "alpha_lr_scale") if getattr(args, k) is not None}
     return QATConfig(w_bits=args.w_bits or 4, a_bits=args.a_bits or 4, first_last_bits=args.first_last_bits,
                      weight_quant=args.weight_quant, **extra)
 
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-quant", choices=["dorefa", "symmetric"], default="dorefa")
     t.add_argument("--pact-alpha", type=float, help="initial PACT clipping level alpha (default 10)")
     t.add_argument("--alpha-l2", type=float, help="L2 weight on PACT's alphas (default 2e-4)")
+    t.add_argument("--alpha-lr-scale", type=float, help="alphas' learning rate / the weights' (default 1)")
     t.add_argument("--init-from", help="start from this checkpoint (e.g. fine-tune a float model with PACT)")
     t.add_argument("--restart", action="store_true", help="ignore an unfinished run in --out instead of resuming")
     t.set_defaults(func=cmd_train)

@@ -179,11 +179,20 @@ def train_step(model: nn.Module, x, y, optimizer, loss_fn=cross_entropy_loss) ->
     return loss.item()
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float):
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, alpha_lr_scale: float = 1.0):
+    """AdamW or SGD. PACT's clipping levels (parameters called `alpha`) form a group of their own: no weight
+    decay (PACT has its own L2 penalty on alpha) and a learning rate of lr * alpha_lr_scale. AdamW moves every
+    parameter by about one learning rate per step, so alpha, a clipping level of order 1-10, needs a larger one
+    to travel as far as the paper's SGD lets it."""
+    alphas = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] == "alpha"]
+    others = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] != "alpha"]
+    groups = [{"params": others}]
+    if alphas:
+        groups.append({"params": alphas, "lr": lr * alpha_lr_scale, "weight_decay": 0.0})
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose 'adamw' or 'sgd'")
 
 
@@ -201,8 +210,8 @@ class History:
 
 
 def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, batch_size: int = 128,
-        optimizer: str = "adamw", weight_decay: float = 1e-4, seed: int = 0, device: str = "auto",
-        loss_fn: Callable = cross_entropy_loss, log_fn: Callable | None = None,
+        optimizer: str = "adamw", weight_decay: float = 1e-4, alpha_lr_scale: float = 1.0, seed: int = 0,
+        device: str = "auto", loss_fn: Callable = cross_entropy_loss, log_fn: Callable | None = None,
         out: str | Path | None = None, model_spec: dict | None = None, config: dict | None = None,
         resume: bool = True, progress: bool = True) -> History:
     """Train with a one-cycle learning-rate schedule and evaluate on `test_ds` after every epoch.
@@ -211,14 +220,16 @@ def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, bat
     different objective (saliency-guided training). log_fn(model) -> dict: extra per-epoch
     records (e.g. PACT's clipping levels). With `out`, checkpoints go to out/checkpoint.pt and
     the final metrics to out/metrics.json; `model_spec` lets `load_checkpoint` rebuild the model.
+    alpha_lr_scale: PACT's clipping levels learn at lr * alpha_lr_scale (see `make_optimizer`).
     """
     dev = get_device(device)
     model.to(dev)
-    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    opt = make_optimizer(model, optimizer, lr, weight_decay, alpha_lr_scale)
     steps_per_epoch = -(-len(train_ds) // batch_size)
     total_steps = epochs * steps_per_epoch
     if total_steps >= 10:
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.25)
+        peaks = [g["lr"] for g in opt.param_groups]  # one per group: PACT's alphas may have their own
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=total_steps, pct_start=0.25)
     else:  # too few steps for a warm-up and a decay: keep the learning rate constant
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     history, start = History(), 0
@@ -322,6 +333,7 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
               "test_size": len(test_ds)}
     history = fit(net, train_ds, test_ds, epochs=r.epochs, lr=r.lr, batch_size=r.batch_size,
                   optimizer=r.optimizer, weight_decay=r.weight_decay, seed=seed, device=device,
+                  alpha_lr_scale=quant.alpha_lr_scale if quant is not None else 1.0,
                   loss_fn=loss_fn, log_fn=log_fn, out=out, model_spec=spec, config=config,
                   resume=resume, progress=progress)
     return net, history

@@ -74,10 +74,11 @@ def test_pact_train_from_float_then_eval(data_root, tmp_path, capsys):
     out = tmp_path / "pact"
     assert main(["train", "--dataset", "mnist", "--method", "pact", "--w-bits", "4", "--a-bits", "4",
                  "--init-from", PRETRAINED, "--epochs", "1", "--train-subset", "500", "--test-subset", "500",
-                 "--lr", "5e-4", "--pact-alpha", "6", "--alpha-l2", "1e-3", "--out", str(out)]) == 0
+                 "--lr", "5e-4", "--pact-alpha", "6", "--alpha-l2", "1e-3", "--alpha-lr-scale", "10", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     quant = metrics["config"]["quant"]
-    assert (quant["w_bits"], quant["pact_alpha"], quant["alpha_l2"]) == (4, 6.0, 1e-3) and metrics["final"]["alphas"]
+    assert (quant["w_bits"], quant["pact_alpha"], quant["alpha_l2"], quant["alpha_lr_scale"]) == (4, 6.0, 1e-3, 10.0)
+    assert metrics["final"]["alphas"]
     assert metrics["final"]["test_accuracy"] > 0.9  # fine-tuned from a 99.5 % float model
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(out), "--json", "--subset", "500"]) == 0  # rebuilt as a PACT model

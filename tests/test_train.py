@@ -112,3 +112,30 @@ def test_predict_accepts_plain_callables():
 def test_device_auto_is_cpu_here():
     assert get_device("auto").type in ("cpu", "cuda", "mps")
     assert get_device("cpu").type == "cpu"
+
+
+def test_pact_alphas_get_their_own_learning_rate_and_no_weight_decay():
+    from qsal_lab.quant import QATConfig, quantize_model
+    from qsal_lab.train import make_optimizer
+
+    model = quantize_model(build_model("smallcnn"), QATConfig(w_bits=4, a_bits=4))
+    opt = make_optimizer(model, "adamw", lr=1e-3, weight_decay=1e-4, alpha_lr_scale=30)
+    weights, alphas = opt.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)].rsplit(".", 1)[-1] for p in alphas["params"]} == {"alpha"}
+    assert len(weights["params"]) + len(alphas["params"]) == len(list(model.parameters()))
+    assert (weights["lr"], weights["weight_decay"]) == (1e-3, 1e-4)
+    assert (alphas["lr"], alphas["weight_decay"]) == pytest.approx((3e-2, 0.0))
+    assert len(make_optimizer(build_model("smallcnn"), "sgd", 0.1, 0.0).param_groups) == 1  # no PACT, one group
+
+
+def test_alpha_lr_scale_makes_alpha_travel_further(tiny):
+    from qsal_lab.quant import QATConfig, pact_alphas, quantize_model
+
+    moved = {}
+    for scale in (1.0, 30.0):
+        seed_everything(0)
+        model = quantize_model(build_model("smallcnn"), QATConfig(w_bits=4, a_bits=4, pact_alpha=4.0))
+        fit(model, tiny[0], epochs=1, lr=1e-3, batch_size=32, alpha_lr_scale=scale, progress=False)
+        moved[scale] = max(abs(a - 4.0) for a in pact_alphas(model).values())
+    assert moved[30.0] > 5 * moved[1.0]  # OneCycle scales each group's own peak

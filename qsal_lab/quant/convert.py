@@ -30,7 +30,9 @@ class QATConfig:
 
     weight_quant: "dorefa" (as in the PACT paper) or "symmetric" (uniform, narrow range, per output
     channel when per_channel). alpha_l2: lambda for the PACT alpha penalty; the training loop adds
-    alpha_l2 * pact_alpha_l2(model) to the loss.
+    alpha_l2 * pact_alpha_l2(model) to the loss. alpha_lr_scale: the alphas' learning rate relative
+    to the weights' (AdamW moves each parameter about one learning rate per step, so a clipping level
+    of order 1-10 barely moves in a short fine-tuning unless it learns faster).
     """
 
     w_bits: int = 4
@@ -39,6 +41,7 @@ class QATConfig:
     weight_quant: str = "dorefa"
     pact_alpha: float = 10.0
     alpha_l2: float = 2e-4
+    alpha_lr_scale: float = 1.0
     per_channel: bool = True
 
     def __post_init__(self):
@@ -52,6 +55,8 @@ class QATConfig:
             raise ValueError(f"QATConfig.pact_alpha must be > 0 (PACT's initial clipping level), got {self.pact_alpha!r}")
         if not float(self.alpha_l2) >= 0:
             raise ValueError(f"QATConfig.alpha_l2 must be >= 0, got {self.alpha_l2!r}")
+        if not float(self.alpha_lr_scale) > 0:
+            raise ValueError(f"QATConfig.alpha_lr_scale must be > 0, got {self.alpha_lr_scale!r}")
 
 
 def check_weight_quant(name):
