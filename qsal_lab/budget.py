@@ -63,4 +63,10 @@ def recipe(model: str, budget: str | None = None, **overrides) -> Recipe:
     key = (model.lower().replace("-", ""), current_budget(budget))
     if key not in _RECIPES:
         raise ValueError(f"no recipe for model {model!r}; known: {sorted({m for m, _ in _RECIPES})}")
-    return replace(_RECIPES[key], **{k: v for k, v in overrides.items() if v is not None})
+    r = replace(_RECIPES[key], **{k: v for k, v in overrides.items() if v is not None})
+    for name in ("epochs", "batch_size"):
+        if not (isinstance(getattr(r, name), int) and getattr(r, name) >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {getattr(r, name)!r}")
+    if not r.lr > 0:
+        raise ValueError(f"lr (the learning rate) must be > 0, got {r.lr!r}")
+    return r

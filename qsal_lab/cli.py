@@ -97,6 +97,8 @@ def cmd_ptq(args):
     from .quant.int8 import export_onnx, quantize_onnx
     from .train import load_checkpoint
 
+    if args.calib < 1:
+        raise ValueError(f"--calib must be a positive number of training images, got {args.calib}")
     model, ckpt = load_checkpoint(args.checkpoint)
     spec = ckpt["model_spec"]
     out = Path(args.out)
@@ -108,9 +110,17 @@ def cmd_ptq(args):
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB; fp32 {fp32.stat().st_size / 1024:.1f} KiB)")
 
 
+ENVIRONMENT = """environment variables:
+  QSAL_DATA     data root (an absolute path; default: a per-user cache, filled by downloads)
+  QSAL_BUDGET   ci | book | full: epochs and subset sizes when --budget is not given (default book)
+  QSAL_STANDIN  1: use the synthetic CIFAR-10 stand-in instead of CIFAR-10 (labelled as such everywhere)
+  QSAL_DEBUG    1: show the full traceback instead of a one-line error"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qsal", description="qsal-lab: train, quantize, export and evaluate small "
-                                "image classifiers. Data root: --root, else $QSAL_DATA, else a per-user cache.")
+    p = argparse.ArgumentParser(
+        prog="qsal", description="qsal-lab: train, quantize, export and evaluate small image classifiers.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENVIRONMENT)
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="which datasets are present under the data root, and whether checksums match")

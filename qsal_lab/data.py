@@ -181,6 +181,9 @@ def _raise_missing(name: str, root: Path, cause: Exception | None = None):
                                 f"(split=..., root='{root}/medmnist', download=True) "
                                 f"from {_medmnist_info().get(name, {}).get('url', '')}")
     lines.append(f"get them from {source}, or point QSAL_DATA (or root=) at a folder that has them.")
+    if not root.is_absolute():  # notebooks run from their own folder, so a relative root moves with them
+        lines.append(f"note: {root} is a relative path, read from the current folder {Path.cwd()}; "
+                     f"set QSAL_DATA to an absolute path.")
     if name == "cifar10":
         lines.append("Offline, you may instead ask for the labelled synthetic stand-in: QSAL_STANDIN=1 "
                      "or load_dataset('cifar10', standin=True).")

@@ -106,29 +106,31 @@ def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: in
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def atomic_save(obj, path: str | Path):
-    """torch.save to a temp file in the same folder, then rename: readers never see half a file."""
+def atomic_write(path: str | Path, write: Callable, suffix: str = ".tmp") -> Path:
+    """write(tmp) into a temp file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; checkpoints are ordinary files
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; ours are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return path
+
+
+def atomic_save(obj, path: str | Path):
+    """torch.save, atomically (see `atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_write_text(text: str, path: str | Path):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def build_from_spec(spec: dict) -> nn.Module:

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -20,6 +21,13 @@ def test_help_everywhere(cmd, capsys):
     assert e.value.code == 0 and "usage: qsal" in capsys.readouterr().out
 
 
+def test_top_level_help_lists_the_environment_variables(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert all(v in out for v in ("QSAL_DATA", "QSAL_BUDGET", "QSAL_STANDIN", "QSAL_DEBUG"))
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "--dataset", "mnits", "--out", "x"], "unknown dataset 'mnits'; valid names: mnist"),
     (["train", "--dataset", "mnist", "--model", "vgg", "--out", "x"], "no recipe for model 'vgg'"),
@@ -30,6 +38,9 @@ def test_help_everywhere(cmd, capsys):
     (["train", "--dataset", "mnist", "--a-bits", "4", "--out", "x"], "--a-bits needs --method pact"),
     (["train", "--dataset", "mnist", "--method", "pact", "--pact-alpha", "0", "--out", "x"],
      "QATConfig.pact_alpha must be > 0"),
+    (["train", "--dataset", "mnist", "--epochs", "0", "--out", "x"], "epochs must be a positive integer, got 0"),
+    (["train", "--dataset", "mnist", "--lr", "-1", "--out", "x"], "lr (the learning rate) must be > 0"),
+    (["ptq", "--checkpoint", "x", "--out", "x.onnx", "--calib", "0"], "--calib must be a positive number"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     code, out, err = run(*args)
@@ -93,5 +104,9 @@ def test_export_and_ptq(data_root, tmp_path):
     assert code == 0, err
     fp32, int8 = (tmp_path / "m_fp32.onnx").stat().st_size, (tmp_path / "m_int8.onnx").stat().st_size
     assert int8 < 0.3 * fp32
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("m.onnx", "m_fp32.onnx", "m_int8.onnx"):  # ordinary files, not private temp files
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     code, out, err = run("ptq", "--checkpoint", PRETRAINED, "--out", str(tmp_path / "x.onnx"), "--method", "kl")
     assert code == 2 and "invalid choice: 'kl'" in err

@@ -61,7 +61,14 @@ def test_missing_dataset_names_files_and_md5(tmp_path):
         load_dataset("mnist", root=tmp_path, download=False)
     msg = str(e.value)
     assert str(tmp_path / "MNIST/raw/train-images-idx3-ubyte") in msg and "6bbc9ace898e44ae57da46a324031adb" in msg
-    assert "QSAL_DATA" in msg
+    assert "QSAL_DATA" in msg and "relative path" not in msg
+
+
+def test_missing_data_under_a_relative_root_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("QSAL_DATA", "../shared/data")
+    with pytest.raises(DataError, match=r"\.\./shared/data is a relative path.*set QSAL_DATA to an absolute path"):
+        load_dataset("mnist", download=False)
 
 
 def test_failed_download_is_explained(tmp_path, monkeypatch):

@@ -22,8 +22,6 @@ import contextlib
 import io
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -33,6 +31,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from ..train import atomic_write
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 RESERVED_METADATA = {"input_name", "input_shape", "input_dtype", "num_classes", "model_class", "producer",
@@ -92,7 +92,7 @@ def export_onnx(model: nn.Module, path, input_shape=(1, 1, 28, 28), opset: int |
     if not error <= tolerance:  # `not <=` also catches NaN
         raise RuntimeError(f"ONNX export of {type(model).__name__} does not reproduce PyTorch: max |onnx - torch| "
                            f"= {error:.2e} > {tolerance:.1e}; {path} was not written")
-    _atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
+    atomic_write(path, lambda tmp: onnx.save_model(proto, tmp), suffix=".tmp.onnx")
     return path
 
 
@@ -191,7 +191,7 @@ def quantize_onnx(fp32_path, out_path, calib_loader, num_batches: int = 8, metho
         onnx.helper.set_model_props(proto, props)
         onnx.save_model(proto, tmp)
 
-    _atomic_write(out_path, write)
+    atomic_write(out_path, write, suffix=".tmp.onnx")
     return out_path
 
 
@@ -302,16 +302,3 @@ def _check_input_shape(input_shape) -> tuple:
         raise ValueError(f"input_shape must be 4 positive integers (N, C, H, W), e.g. (1, 1, 28, 28); "
                          f"got {input_shape!r}")
     return shape[1:]
-
-
-def _atomic_write(path: Path, write):
-    """write(tmp) into a temp file next to `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.onnx")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
