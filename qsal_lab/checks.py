@@ -3,6 +3,7 @@ answers and either prints what passed or raises `CheckFailed` saying exactly wha
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +18,9 @@ def _passed(msg: str):
     print(f"✅ {msg}")
 
 
-def _call(fn, name, *args):
-    """Call the learner's function, turning 'not written yet' into a clear message."""
+def _call(fn, name, *args, hints=()):
+    """Call the learner's function, turning 'not written yet' into a clear message. `hints` is a list of
+    (part of an error message, what to do): the advice for errors that a typical mistake raises."""
     try:
         return fn(*args)
     except NotImplementedError:
@@ -26,7 +28,8 @@ def _call(fn, name, *args):
     except CheckFailed:
         raise
     except Exception as e:
-        raise CheckFailed(f"{name}() raised {type(e).__name__}: {e}") from None
+        hint = next((". " + advice for fragment, advice in hints if fragment in str(e)), "")
+        raise CheckFailed(f"{name}() raised {type(e).__name__}: {e}{hint}") from None
 
 
 def _as_float(value, name, part=None, hint="e.g. with .item()"):
@@ -47,6 +50,19 @@ def _as_float(value, name, part=None, hint="e.g. with .item()"):
 
 # ----------------------------------------------------------------------------- chapter 1: MNIST baseline
 
+# errors that the usual accuracy() mistakes raise, and what to do about them
+_ACCURACY_ERROR_HINTS = [
+    ("could not infer output dtype", "A comparison gives a bool tensor, which has no mean: convert it with "
+                                     ".float() before .mean(), e.g. (pred == labels).float().mean()."),
+    ("must match the size of tensor", "Take the argmax over the classes, logits.argmax(dim=1): one prediction "
+                                      "per row (dim=0 gives one per class)."),
+]
+
+
+def _accuracy_value(accuracy_fn, logits, labels):
+    return _as_float(_call(accuracy_fn, "accuracy", logits, labels, hints=_ACCURACY_ERROR_HINTS), "accuracy")
+
+
 def check_accuracy(accuracy_fn):
     """accuracy_fn(logits [N, C], labels [N]) -> fraction of rows whose largest logit is the label."""
     logits = torch.tensor([[2.0, 1.0, 0.1], [0.1, 3.0, 0.2], [0.3, 0.2, 5.0], [4.0, 0.0, 1.0]])
@@ -56,16 +72,20 @@ def check_accuracy(accuracy_fn):
         (torch.tensor([1, 0, 0, 1]), 0.0, "no row right"),
     ]
     for labels, want, what in cases:
-        got = _as_float(_call(accuracy_fn, "accuracy", logits, labels), "accuracy")
+        got = _accuracy_value(accuracy_fn, logits, labels)
         if abs(got - want) > 1e-6:
-            hint = (" It looks like a count: divide by the number of rows." if abs(got - want * len(labels)) < 1e-6
-                    else " Compare logits.argmax(dim=1) with labels and take the mean of the matches.")
+            if abs(got - want * len(labels)) < 1e-6:
+                hint = " It looks like a count: divide by the number of rows."
+            elif abs(got - want * 100) < 1e-4:
+                hint = " It looks like a percentage: return a fraction between 0 and 1 (do not multiply by 100)."
+            else:
+                hint = " Compare logits.argmax(dim=1) with labels and take the mean of the matches."
             raise CheckFailed(f"accuracy() returned {got:g} for a batch with {what}; expected {want:g}.{hint}")
     # 1-element and large batches: a common bug is averaging over the wrong dimension
     big = torch.randn(257, 10, generator=torch.Generator().manual_seed(0))
     labels = big.argmax(1).clone()
     labels[:57] = (labels[:57] + 1) % 10
-    got = _as_float(_call(accuracy_fn, "accuracy", big, labels), "accuracy")
+    got = _accuracy_value(accuracy_fn, big, labels)
     if abs(got - 200 / 257) > 1e-6:
         raise CheckFailed(f"accuracy() returned {got:.4f} on 257 rows of which 200 are right; expected "
                           f"{200 / 257:.4f}. Did you take argmax over dim=1 (the classes)?")
@@ -86,6 +106,12 @@ def check_train_step(train_step_fn):
 
     got_loss = _as_float(_call(train_step_fn, "train_step", model, x, y, opt), "train_step")
     if all(torch.equal(b, p) for b, p in zip(before, model.parameters())):
+        if all(p.grad is None or not p.grad.any() for p in model.parameters()):
+            # zero_grad() between backward() and step(), or no backward() at all
+            raise CheckFailed("train_step() did not change the model's parameters: the gradients were empty "
+                              "when optimizer.step() ran. The order is optimizer.zero_grad() -> loss.backward() "
+                              "-> optimizer.step(): zero_grad() clears the gradients, so it comes before "
+                              "backward(), never between backward() and step().")
         raise CheckFailed("train_step() did not change the model's parameters: call loss.backward() and then "
                           "optimizer.step().")
     if abs(got_loss - want_loss) > 1e-5:
@@ -113,6 +139,12 @@ def check_training_run(train_step_fn, accuracy_fn, train_ds, test_ds, epochs: in
     from .data import make_loader
     from .models import build_model
 
+    # the learner's accuracy() on 3 rows first: an unfinished one is reported before a whole epoch runs
+    tiny_logits, tiny_labels = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]]), torch.tensor([0, 1, 1])
+    tiny = _accuracy_value(accuracy_fn, tiny_logits, tiny_labels)
+    if abs(tiny - 2 / 3) > 1e-6:
+        raise CheckFailed(f"accuracy() returned {tiny:g} for 3 rows of which 2 are right; expected {2 / 3:.4g}. "
+                          f"Pass check_accuracy first.")
     torch.manual_seed(0)
     model = build_model("smallcnn", in_channels=train_ds.info.in_channels, num_classes=train_ds.info.num_classes)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
@@ -126,7 +158,7 @@ def check_training_run(train_step_fn, accuracy_fn, train_ds, test_ds, epochs: in
     with torch.no_grad():
         logits = torch.cat([model(x) for x, _ in make_loader(test_ds, 512)])
     labels = test_ds.labels
-    acc = _as_float(_call(accuracy_fn, "accuracy", logits, labels), "accuracy")
+    acc = _accuracy_value(accuracy_fn, logits, labels)
     true_acc = (logits.argmax(1) == labels).float().mean().item()
     if abs(acc - true_acc) > 1e-6:
         raise CheckFailed(f"accuracy() says {acc:.4f} but the model's real test accuracy is {true_acc:.4f}.")
@@ -171,6 +203,16 @@ def _ptq_qparams_hint(lo, hi, bits, scale, zero_point):
     lo0, hi0 = min(lo, 0.0), max(hi, 0.0)
     if zero_point < 0 and abs(scale - (hi0 - lo0) / qmax) <= 1e-5 * abs(scale) and zero_point == -round(-lo0 / scale):
         return " The zero-point has the wrong sign: it is the code of 0, round(-lo / scale), which is >= 0."
+    exact = -lo0 / ((hi0 - lo0) / qmax)  # the code of 0 before rounding, with the right scale
+    if abs(scale - (hi0 - lo0) / qmax) <= 1e-5 * abs(scale) and abs(zero_point - round(exact)) == 1:
+        if zero_point == math.floor(exact):
+            return (f" -lo / scale = {exact:.4g} and your zero_point is {zero_point:g}: the zero_point was "
+                    f"truncated/floored (int() cuts the fraction off). Use round(): zero_point = round(-lo / scale).")
+        if zero_point == math.ceil(exact):
+            return (f" -lo / scale = {exact:.4g} and your zero_point is {zero_point:g}: it was rounded up (ceil). "
+                    f"Use round(): zero_point = round(-lo / scale).")
+        return (f" The zero_point is off by one: -lo / scale = {exact:.4g}, so zero_point = round(-lo / scale) = "
+                f"{round(exact)}, with lo = min(lo, 0).")
     if not 0 <= zero_point <= qmax:
         return (f" The zero-point of {bits}-bit unsigned codes must lie in [0, {qmax}]; yours is {zero_point:g}. Widen the "
                 f"range to include 0 first (lo = min(lo, 0), hi = max(hi, 0)), then zero_point = round(-lo / scale).")
@@ -200,7 +242,8 @@ def check_asymmetric_qparams(qparams_fn):
     for the range [min(lo, 0), max(hi, 0)], zero_point = round(-lo / scale) (an integer)."""
     cases = [(-1.0, 2.0, 8, "a range around 0"), (0.5, 3.0, 8, "an all-positive range"),
              (-2.0, -0.5, 8, "an all-negative range"), (-0.3, 1.7, 4, "a range around 0"),
-             (0.0, 6.0, 3, "a range starting at 0"), (-0.2, 1.0, 2, "a range around 0")]
+             (0.0, 6.0, 3, "a range starting at 0"), (-0.2, 1.0, 2, "a range around 0"),
+             (-0.35, 1.0, 4, "a range around 0")]  # -lo / scale = 3.89: truncating gives 3, rounding 4
     for lo, hi, bits, what in cases:
         got = _ptq_pair(_call(qparams_fn, "asymmetric_qparams", lo, hi, bits), "asymmetric_qparams")
         _ptq_compare("asymmetric_qparams()", lo, hi, bits, got, f"{what} [{lo:g}, {hi:g}]")
@@ -208,11 +251,34 @@ def check_asymmetric_qparams(qparams_fn):
             f"(2 to 8 bits, ranges that do not contain 0 included).")
 
 
+def _ptq_check_state(observer, name):
+    """A min-max observer keeps one number per tensor; a per-channel min/max is the usual slip."""
+    for attr in ("min_val", "max_val"):
+        value = getattr(observer, attr, None)
+        if isinstance(value, tuple):  # x.min(dim=...) returns (values, indices)
+            raise CheckFailed(f"after update(), {name}.{attr} is a {type(value).__name__} (values, indices), what "
+                              f"x.min(dim=...) returns: keep one number per tensor, the min/max over ALL elements, "
+                              f"x.min().item() and x.max().item().")
+        if isinstance(value, torch.Tensor) and value.numel() > 1:
+            raise CheckFailed(f"after update(), {name}.{attr} is a tensor of shape {tuple(value.shape)}, one value "
+                              f"per channel (x.amin(dim=...) or x.min(dim=...)). The observer keeps one number per "
+                              f"tensor: the min/max over ALL elements, x.min() and x.max().")
+
+
 def _ptq_feed(observer_cls, name, batches, *args):
     observer = _call(observer_cls, name, *args)
     for x in batches:
         _call(observer.update, f"{name}.update", x.clone())
+        _ptq_check_state(observer, name)
     return observer
+
+
+def _ordinal(value):
+    """1 -> '1st', 0.5 -> '0.5th', 99 -> '99th', 13 -> '13th'."""
+    text = f"{value:g}"
+    if value != int(value) or 10 <= int(value) % 100 <= 20:
+        return text + "th"
+    return text + {1: "st", 2: "nd", 3: "rd"}.get(int(value) % 10, "th")
 
 
 def _ptq_batches_text(batches):
@@ -309,8 +375,8 @@ def check_percentile_observer(observer_cls):
                 except CheckFailed:
                     pass
             if not hint and len(batches) == 1:
-                hint = (f" Per batch, lo is the {100 - p:g}-th and hi the {p:g}-th percentile of all its values, "
-                        f"e.g. torch.quantile(x.flatten(), {p / 100:g}).")
+                hint = (f" Per batch, lo is the {_ordinal(round(100 - p, 6))} and hi the {_ordinal(p)} percentile "
+                        f"of all its values, e.g. torch.quantile(x.flatten(), {p / 100:g}).")
             raise CheckFailed(f"{e}{hint}") from None
     _passed(f"check_percentile_observer passed: your observer matches qsal_lab's PercentileObserver on "
             f"{len(cases)} calibration runs (outliers clipped, per-batch percentiles averaged).")
@@ -321,7 +387,7 @@ def check_observer_calibration(observer_cls, model, calib_loader, test_loader=No
     """Calibrate a PTQ model (PTQConfig(w_bits=bits, a_bits=bits)) with the learner's observer in every
     activation quantizer and compare each quantizer's (scale, zero_point) with the library's min-max
     calibration on the same batches; then report both models' test accuracy. Returns the dict."""
-    from .quant.ptq import ActQuantizer, PTQConfig, calibrate, prepare_ptq, ptq_model
+    from .quant.ptq import ActQuantizer, MinMaxObserver, PTQConfig, calibrate, prepare_ptq, ptq_model
     from .train import evaluate
 
     class LearnerObserver:
@@ -329,10 +395,13 @@ def check_observer_calibration(observer_cls, model, calib_loader, test_loader=No
 
         def __init__(self):
             self.observer = _call(observer_cls, "observer")
+            self.range = MinMaxObserver()  # the range seen, for the table printed at the end
             self.seen = 0
 
         def update(self, x):
             _call(self.observer.update, "observer.update", x)
+            _ptq_check_state(self.observer, "observer")
+            self.range.update(x)
             self.seen += 1
 
         def compute(self, bits, signed=False, symmetric=False):
@@ -347,9 +416,12 @@ def check_observer_calibration(observer_cls, model, calib_loader, test_loader=No
         m.observer = LearnerObserver()
     calibrate(mine, calib_loader, num_batches=num_batches, progress=False)
     ref_modules = dict(reference.named_modules())
+    rows = []
     for name, m in quantizers:
         ref = ref_modules[name]
         scale, zero_point = (v.item() for v in m.observer.compute(m.bits))
+        rows.append((name, m.bits, m.observer.range.min_val.item(), m.observer.range.max_val.item(), scale,
+                     zero_point))
         want_scale, want_zp = ref.scale.item(), ref.zero_point.item()
         if not (abs(scale - want_scale) <= 1e-4 * want_scale and abs(zero_point - want_zp) <= 1):
             raise CheckFailed(f"calibrated with your observer, the activation quantizer {name} ({m.bits} bits) gets "
@@ -357,6 +429,10 @@ def check_observer_calibration(observer_cls, model, calib_loader, test_loader=No
                               f"scale={want_scale:.6g}, zero_point={want_zp} on the same {num_batches} batches. "
                               f"Pass check_minmax_observer first: it pinpoints the difference on small inputs.")
         m.freeze()
+    width = max(len("activation quantizer"), *(len(row[0]) for row in rows))
+    print(f"{'activation quantizer':<{width}} {'bits':>4} {'min':>9} {'max':>9} {'scale':>10} {'zero_point':>10}")
+    for name, qbits, lo, hi, scale, zero_point in rows:
+        print(f"{name:<{width}} {qbits:>4} {lo:>9.4f} {hi:>9.4f} {scale:>10.5f} {zero_point:>10.0f}")
     result = {"quantizers": len(quantizers)}
     if test_loader is not None:
         result["accuracy"] = evaluate(mine, test_loader)["accuracy"]
@@ -405,6 +481,52 @@ _QB_QUANTIZE_CASES = [
 ]
 
 
+def _qb_quantize_bugs(x, scale, zero_point, qmin, qmax):
+    """(codes, hint) for the typical quantize() bugs, each recomputed exactly so a hint is only given when it fits."""
+    r = torch.round(x / scale)
+    cut = ("It looks like the fraction was cut off: .long(), .int() or .to(torch.int64) truncates toward zero "
+           "instead of rounding. Round first with torch.round(), then convert.")
+    return [
+        (r + zero_point, "Some codes lie outside [qmin, qmax]: clamp the codes with .clamp(qmin, qmax)."),
+        (torch.trunc(x / scale).add(zero_point).clamp(qmin, qmax), cut),
+        ((x / scale + zero_point).clamp(qmin, qmax).trunc(), cut),
+        ((x / scale + zero_point).trunc().clamp(qmin, qmax), cut),
+        (torch.floor(x / scale).add(zero_point).clamp(qmin, qmax), "It looks like floor(): use torch.round()."),
+        ((r - zero_point).clamp(qmin, qmax), "The zero point has the wrong sign: the code is round(x / scale) "
+                                             "+ zero_point."),
+        (torch.round(x * scale).add(zero_point).clamp(qmin, qmax), "Divide x by the scale, do not multiply."),
+        (r.clamp(qmin, qmax) + zero_point, "Clamp after adding the zero point: clamp(round(x / scale) + "
+                                           "zero_point, qmin, qmax)."),
+        ((x / scale + zero_point).clamp(qmin, qmax), "The codes are not whole numbers: round x / scale with "
+                                                     "torch.round()."),
+    ]
+
+
+def _qb_quantize_hint(quantize_fn, got, x, scale, zero_point, qmin, qmax):
+    """The hint of the first typical bug that explains the learner's codes on this case AND on every other case
+    (floor and truncation, say, agree once the codes are clamped at 0: the signed case tells them apart)."""
+    from .quant import qrange
+
+    others = []
+    for x2, scale2, zp2, bits2, signed2 in _QB_QUANTIZE_CASES:
+        try:
+            out = quantize_fn(x2.clone(), scale2, zp2, *qrange(bits2, signed2))
+        except Exception:
+            out = None
+        others.append((out, _qb_quantize_bugs(x2, scale2, zp2, *qrange(bits2, signed2))))
+    for k, (variant, text) in enumerate(_qb_quantize_bugs(x, scale, zero_point, qmin, qmax)):
+        if not _qb_same(got, variant, 1e-6):
+            continue
+        if all(isinstance(out, torch.Tensor) and out.shape == bugs[k][0].shape and _qb_same(out, bugs[k][0], 1e-6)
+               for out, bugs in others):
+            return text
+    if not _qb_same(got, got.double().round(), 1e-6):
+        return "The codes are not whole numbers: round x / scale with torch.round()."
+    if ((got.double() < qmin) | (got.double() > qmax)).any():
+        return "Some codes lie outside [qmin, qmax]: clamp them."
+    return "Compute clamp(round(x / scale) + zero_point, qmin, qmax), in that order."
+
+
 def check_quantize(quantize_fn):
     """quantize_fn(x, scale, zero_point, qmin, qmax) -> integer codes
     clamp(round(x / scale) + zero_point, qmin, qmax)."""
@@ -420,29 +542,14 @@ def check_quantize(quantize_fn):
         if i is not None:
             xi, wi, gi = x.flatten()[i].item(), want.flatten()[i].item(), got.flatten()[i].item()
             where = (f"with {case}: for x={xi:g} (element {i}) expected code {wi:g}, got {gi:g}.")
-            # the typical bugs, each recomputed exactly so that the hint is only given when it fits
-            r = torch.round(x / scale)
-            hints = [
-                (r + zp, "Some codes lie outside [qmin, qmax]: clamp the codes with .clamp(qmin, qmax)."),
-                (torch.trunc(x / scale).add(zp).clamp(qmin, qmax),
-                 "It looks like the fraction was cut off (e.g. by .int() or .long()), which truncates toward "
-                 "zero: round first with torch.round(), then convert."),
-                (torch.floor(x / scale).add(zp).clamp(qmin, qmax), "It looks like floor(): use torch.round()."),
-                ((r - zp).clamp(qmin, qmax), "The zero point has the wrong sign: the code is round(x / scale) "
-                                              "+ zero_point."),
-                (torch.round(x * scale).add(zp).clamp(qmin, qmax), "Divide x by the scale, do not multiply."),
-                (r.clamp(qmin, qmax) + zp, "Clamp after adding the zero point: clamp(round(x / scale) + "
-                                           "zero_point, qmin, qmax)."),
-                ((x / scale + zp).clamp(qmin, qmax), "The codes are not whole numbers: round x / scale with "
-                                                     "torch.round()."),
-            ]
-            hint = next((text for variant, text in hints if _qb_same(got, variant, 1e-6)), None)
-            if hint is None and not _qb_same(got, got.double().round(), 1e-6):
-                hint = "The codes are not whole numbers: round x / scale with torch.round()."
-            if hint is None and ((got.double() < qmin) | (got.double() > qmax)).any():
-                hint = "Some codes lie outside [qmin, qmax]: clamp them."
-            hint = hint or "Compute clamp(round(x / scale) + zero_point, qmin, qmax), in that order."
-            raise CheckFailed(f"quantize() is not right yet {where} {hint}")
+            if got.dtype in (torch.uint8, torch.int8, torch.int16) and _qb_same(got, want.to(got.dtype), 1e-6):
+                info = torch.iinfo(got.dtype)
+                raise CheckFailed(f"quantize() is not right yet {where} Your codes are {got.dtype}, which holds only "
+                                  f"{info.min}..{info.max}: codes outside that range wrapped around when "
+                                  f"converted (your clamp is not the problem). Return torch.int64 codes, "
+                                  f".to(torch.int64), so that every code in [qmin, qmax] fits.")
+            raise CheckFailed(f"quantize() is not right yet {where} "
+                              f"{_qb_quantize_hint(quantize_fn, got, x, scale, zp, qmin, qmax)}")
         if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
             raise CheckFailed(f"quantize() returns the right codes but as {got.dtype}; codes are integers, which "
                               f"is what saves the memory: convert with .to(torch.int64) at the end.")
@@ -493,6 +600,7 @@ _QB_QPARAMS_CASES = [
     (torch.tensor([0.4, -0.62, 2.41, 1.0, -0.3, 0.0]), 4),
     (torch.tensor([[0.5, 1.25], [3.0, 2.2]]), 3),
     (torch.tensor([-2.0, -0.25, -1.1, -0.7]), 8),
+    (torch.tensor([0.2, -0.35, 1.0, 0.65]), 4),  # -min / scale = 3.89: rounding gives 4, truncating 3
 ]
 
 
@@ -509,8 +617,10 @@ def check_qparams_minmax(qparams_fn):
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise CheckFailed(f"qparams_minmax() returned {type(out).__name__}; return a pair "
                               f"(scale, zero_point), e.g. `return scale, zero_point`.")
-        scale = _as_float(out[0], "qparams_minmax")
-        zp = _as_float(out[1], "qparams_minmax")
+        # a per-channel min/max (x.amin(dim=...)) gives a tensor where one number per tensor is expected
+        hint = "one number per tensor: take the min/max over ALL elements, x.min(), not x.min(dim=...)"
+        scale = _as_float(out[0], "qparams_minmax", "scale", hint)
+        zp = _as_float(out[1], "qparams_minmax", "zero_point", hint)
         lo, hi = x.min().item(), x.max().item()
         want_scale, want_zp = (v.item() for v in calc_qparams(lo, hi, bits, symmetric=False, signed=False))
         n = 2**bits - 1
@@ -531,27 +641,36 @@ def check_qparams_minmax(qparams_fn):
             raise CheckFailed(f"qparams_minmax() returned zero_point {zp:g} {case}; the zero point is an integer "
                               f"code (expected {want_zp}): round it with round() or torch.round().")
         if round(zp) != want_zp:
+            exact = -min(lo, 0.0) / want_scale
             if round(zp) == -want_zp:
                 hint = ("The sign is flipped: the zero point is the code that 0.0 maps to, "
                         "zero_point = -round(min / scale) (min <= 0, so it is >= 0).")
+            elif round(zp) == math.floor(exact):
+                hint = (f"-min / scale = {exact:.4g}: the zero_point was truncated/floored (int() cuts the fraction "
+                        f"off). Use round(): zero_point = int(round(-min / scale)).")
             elif not 0 <= zp <= n:
                 hint = f"The zero point must itself be a valid code in [0, {n}]."
             else:
                 hint = "zero_point = -round(min / scale), the code that 0.0 maps to."
             raise CheckFailed(f"qparams_minmax() returned zero_point {zp:g} {case}; expected {want_zp}. {hint}")
-    _passed("check_qparams_minmax passed: scale and zero point match qsal_lab.quant.calc_qparams on 3 tensors "
-            "(mixed signs, all positive, all negative).")
+    _passed(f"check_qparams_minmax passed: scale and zero point match qsal_lab.quant.calc_qparams on "
+            f"{len(_QB_QPARAMS_CASES)} tensors (mixed signs, all positive, all negative, a zero point to round up).")
 
 
 def check_quantization_roundtrip(quantize_fn, dequantize_fn, qparams_fn, x, bit_widths=(2, 3, 4, 5, 6, 7, 8)):
     """Quantize and dequantize real data x with the learner's three functions at each bit width and
-    compare with qsal_lab.quant.fake_quantize; prints the error table and returns {bits: MSE}."""
+    compare with qsal_lab.quant.fake_quantize; prints the error table and returns {bits: MSE}.
+
+    Columns: the scale s, the code of 0 before rounding (-min / s) and after (zero_point), the MSE, the
+    uniform-rounding prediction s^2 / 12, how many times smaller the MSE is than one bit fewer, and the SQNR."""
     from .quant import calc_qparams, fake_quantize
 
     x = torch.as_tensor(x, dtype=torch.float32)
     lo, hi = x.min().item(), x.max().item()
     mse = {}
-    print(f"{'bits':>4} {'scale':>9} {'zero_point':>10} {'MSE':>10} {'SQNR (dB)':>10}")
+    print(f"{'bits':>4} {'scale':>9} {'-min/scale':>10} {'zero_point':>10} {'MSE':>10} {'s^2/12':>10} "
+          f"{'shrink':>7} {'SQNR (dB)':>9}")
+    previous = None
     for bits in bit_widths:
         out = _call(qparams_fn, "qparams_minmax", x.clone(), bits)
         if out is None:
@@ -579,8 +698,11 @@ def check_quantization_roundtrip(quantize_fn, dequantize_fn, qparams_fn, x, bit_
         err = (x_hat.double() - x.double()).pow(2).mean().item()
         sqnr = 10 * torch.log10(x.double().pow(2).mean() / max(err, 1e-30)).item()
         mse[bits] = err
-        print(f"{bits:>4} {_as_float(scale, 'qparams_minmax'):>9.5f} {int(_as_float(zp, 'qparams_minmax')):>10d} "
-              f"{err:>10.2e} {sqnr:>10.1f}")
+        s = _as_float(scale, "qparams_minmax")
+        shrink = f"{previous / err:>6.1f}x" if previous is not None and err > 0 else f"{'':>7}"
+        print(f"{bits:>4} {s:>9.5f} {-min(lo, 0.0) / s:>10.3f} {int(_as_float(zp, 'qparams_minmax')):>10d} "
+              f"{err:>10.2e} {s * s / 12:>10.2e} {shrink} {sqnr:>9.1f}")
+        previous = err
     _passed(f"check_quantization_roundtrip passed: your functions reproduce qsal_lab.quant on {x.numel():,} real "
             f"values at {len(mse)} bit widths.")
     return mse
@@ -623,13 +745,17 @@ def _pact_forward_hint(got, x, alpha, bits):
     candidates = [
         (torch.round(x * n / alpha) * alpha / n, "Outputs fall outside [0, alpha]: you forgot to clip x to [0, alpha] "
                                                  "before rounding (x.clamp(0, alpha))."),
+        (torch.round(x.clamp(min=0.0) * n / alpha) * alpha / n,
+         "The output is not clipped at alpha: inputs above alpha must give alpha. Clip to [0, alpha] "
+         "(x.clamp(0, alpha), not only relu / clamp(min=0)) before rounding."),
+        (torch.round(x.clamp(max=alpha) * n / alpha) * alpha / n,
+         "Negative inputs must give 0: clip at 0 too, x.clamp(0, alpha), before rounding."),
         (torch.round(y * 2**bits / alpha) * alpha / 2**bits, f"You used 2^k = {2**bits} steps; k bits give 2^k levels, "
                                                              f"i.e. 2^k - 1 = {n} steps between 0 and alpha."),
         (torch.round(y * (2**bits + 1) / alpha) * alpha / (2**bits + 1), f"You used 2^k + 1 steps; use 2^k - 1 = {n}."),
         (y, "The output is clipped but not quantized: round y * (2^k - 1) / alpha to an integer, then scale back."),
         (torch.round(y * n / alpha), "The output is the integer code: multiply it back by alpha / (2^k - 1)."),
         (torch.floor(y * n / alpha) * alpha / n, "You rounded down (floor); use torch.round, to the nearest level."),
-        (x.clamp(min=0.0), "The output is not clipped at alpha: clip to [0, alpha] and quantize."),
     ]
     for wrong, hint in candidates:
         if got.shape == wrong.shape and torch.allclose(got, wrong, atol=1e-5):
@@ -682,11 +808,18 @@ def _pact_function_outputs(function, x, alpha, bits, grad):
                           "(grad_x, grad_alpha, None).")
     try:
         y.backward(grad)
-    except Exception as e:  # wrong number or shape of gradients
+    except Exception as e:  # wrong number, type or shape of gradients
         hint = ""
+        raw_parts = raw if isinstance(raw, (tuple, list)) else ()
         if "incorrect number of gradients" in str(e):
             hint = (" backward must return one gradient per input of forward(ctx, x, alpha, bits): "
                     "(grad_x, grad_alpha, None), None for bits.")
+        elif len(raw_parts) > 1 and isinstance(raw_parts[1], (int, float)) or "got float" in str(e):
+            hint = (" The gradient for alpha must be a tensor, like alpha itself: return (grad * (x >= alpha)).sum() "
+                    "without .item() or float().")
+        elif len(raw_parts) > 2 and raw_parts[2] is not None or "at position 3" in str(e):
+            hint = (" bits is a Python int, not a tensor, so it has no gradient: return None in its place "
+                    "(not 0): (grad_x, grad_alpha, None).")
         raise CheckFailed(f"backward failed: {type(e).__name__}: {e}.{hint}") from None
     return y.detach(), x.grad, a.grad, raw
 
@@ -768,16 +901,17 @@ class _PactLearnerModule(nn.Module):
 
 
 def check_pact_qat(function, train_ds, test_ds, bits: int = 2, steps: int = 60, min_accuracy: float = 0.95,
-                   batch_size: int = 128, lr: float = 1e-3):
+                   batch_size: int = 128, lr: float = 1e-3, alpha_lr_scale: float = 30.0):
     """Fine-tune the pretrained SmallCNN at W{bits}A{bits} with the learner's PACT Function in every activation.
 
     First one batch must give the same loss and alpha gradients as the library's PACT; then `steps`
-    AdamW steps of QAT must keep test accuracy >= min_accuracy. Prints the learned alphas.
+    AdamW steps of QAT must keep test accuracy >= min_accuracy. As in chapter 4, the alphas get an optimizer
+    group of their own (no weight decay, learning rate lr * alpha_lr_scale). Prints the learned alphas.
     """
     from qsal_lab.data import make_loader
     from qsal_lab.pretrained import load_pretrained
     from qsal_lab.quant import PACT, QATConfig, pact_alpha_l2, quantize_model
-    from qsal_lab.train import cross_entropy_loss, evaluate
+    from qsal_lab.train import cross_entropy_loss, evaluate, make_optimizer
 
     config = QATConfig(w_bits=bits, a_bits=bits, pact_alpha=2.0)
     float_model, _ = load_pretrained("mnist_smallcnn")
@@ -820,7 +954,7 @@ def check_pact_qat(function, train_ds, test_ds, bits: int = 2, steps: int = 60, 
     # a short QAT run with the learner's PACT
     model.zero_grad(set_to_none=True)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = make_optimizer(model, "adamw", lr, 0.0, alpha_lr_scale=alpha_lr_scale)
     torch.manual_seed(0)  # dropout
     done = 0
     while done < steps:
@@ -832,10 +966,12 @@ def check_pact_qat(function, train_ds, test_ds, bits: int = 2, steps: int = 60, 
             if done == steps:
                 break
     acc = evaluate(model, make_loader(test_ds, batch_size=512))["accuracy"]
-    alphas = ", ".join(f"{n}: {model.get_submodule(n).alpha.item():.3f}" for n in names)
+    learned = {n: model.get_submodule(n).alpha.item() for n in names}
+    alphas = ", ".join(f"{n}: {a:.3f} ({a - config.pact_alpha:+.3f})" for n, a in learned.items())
     if acc < min_accuracy:
         raise CheckFailed(f"after {steps} QAT steps with your PACT, W{bits}A{bits} SmallCNN reaches {acc:.2%} test "
                           f"accuracy, below {min_accuracy:.0%}; learned alphas: {alphas}.")
     _passed(f"check_pact_qat passed: same loss and alpha gradients as the library on a batch; after {steps} QAT "
             f"steps your W{bits}A{bits} SmallCNN reaches {acc:.2%} on {len(test_ds):,} test images. "
-            f"Learned alphas (from {config.pact_alpha:g}): {alphas}.")
+            f"Learned alphas (all started at {config.pact_alpha:g}; learning rate {lr * alpha_lr_scale:g}, "
+            f"{alpha_lr_scale:g}x the weights'): {alphas}.")

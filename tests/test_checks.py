@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qsal_lab.checks import CheckFailed, check_accuracy, check_train_step
+from qsal_lab.checks import CheckFailed, check_accuracy, check_train_step, check_training_run
 
 
 def good_accuracy(logits, labels):
@@ -62,3 +62,39 @@ def test_check_train_step_both_directions(capsys):
         return F.cross_entropy(model(x), y).item()
     with pytest.raises(CheckFailed, match="before the update"):
         check_train_step(loss_after_update)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda logits, labels: 100 * (logits.argmax(1) == labels).float().mean().item(),
+     r"returned 100 for a batch with every row right; expected 1\. It looks like a percentage: return a fraction"),
+    (lambda logits, labels: (logits.argmax(1) == labels).mean(),
+     r"accuracy\(\) raised RuntimeError: .*Bool\. .*convert it with \.float\(\) before \.mean\(\)"),
+    (lambda logits, labels: (logits.argmax(dim=0) == labels).float().mean(),
+     r"accuracy\(\) raised RuntimeError: .*must match the size.*argmax over the classes, logits\.argmax\(dim=1\)"),
+])
+def test_check_accuracy_names_common_mistakes(bad, message):
+    with pytest.raises(CheckFailed, match=message):
+        check_accuracy(bad)
+
+
+def test_check_train_step_zero_grad_between_backward_and_step():
+    def zero_grad_too_late(model, x, y, optimizer):
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.zero_grad()
+        optimizer.step()
+        return loss.item()
+    with pytest.raises(CheckFailed, match=r"gradients were empty when optimizer\.step\(\) ran\. The order is "
+                                          r"optimizer\.zero_grad\(\) -> loss\.backward\(\) -> optimizer\.step\(\)"):
+        check_train_step(zero_grad_too_late)
+
+
+def test_check_training_run_checks_accuracy_before_training():
+    def must_not_train(model, x, y, optimizer):
+        raise AssertionError("the training loop ran before accuracy() was checked")
+    # no datasets needed: the unfinished accuracy is reported before anything is built or trained
+    with pytest.raises(CheckFailed, match=r"accuracy\(\) returned None"):
+        check_training_run(must_not_train, lambda logits, labels: None, None, None)
+    with pytest.raises(CheckFailed, match=r"accuracy\(\) returned 2 for 3 rows of which 2 are right; expected "
+                                          r"0\.6667\. Pass check_accuracy first"):
+        check_training_run(must_not_train, lambda logits, labels: (logits.argmax(1) == labels).sum(), None, None)

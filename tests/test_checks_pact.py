@@ -1,4 +1,6 @@
 """Chapter 4's exercise checks: a correct PACT passes, each typical bug fails with the hint that names it."""
+import re
+
 import pytest
 import torch
 
@@ -139,3 +141,43 @@ def test_qat_check_reports_an_unfinished_exercise(mnist_small):
 def test_qat_check_fails_below_the_accuracy_floor(mnist_small):
     with pytest.raises(CheckFailed, match=r"after 2 QAT steps with your PACT, W2A2 SmallCNN reaches .* below 100%"):
         check_pact_qat(make_function(good_backward), *mnist_small, steps=2, min_accuracy=1.0)
+
+
+@pytest.mark.parametrize("forward, message", [
+    # relu, no clip at alpha: x = 2.4 (element 10) gives 2.66667 at alpha=2, bits=2
+    (lambda x, a, b: torch.round(torch.relu(x) * (2**b - 1) / a) * a / (2**b - 1),
+     "at element 10 (x = 2.4): expected 2, got 2.66667 (2 of 12 elements differ). The output is not clipped at "
+     "alpha: inputs above alpha must give alpha"),
+    # clipped at alpha only: the negatives stay negative
+    (lambda x, a, b: torch.round(x.clamp(max=a) * (2**b - 1) / a) * a / (2**b - 1),
+     "at element 0 (x = -1.5): expected 0, got -1.33333 (1 of 12 elements differ). Negative inputs must give 0: "
+     "clip at 0 too"),
+])
+def test_forward_clip_bugs_are_named(forward, message):
+    with pytest.raises(CheckFailed) as e:
+        check_pact_forward(forward)
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("backward, message", [
+    (lambda g, x, a: (g * ((x >= 0) & (x < a)), (g * (x >= a)).sum().item(), None),
+     "expected Variable or None (got float). The gradient for alpha must be a tensor, like alpha itself: "
+     "return (grad * (x >= alpha)).sum() without .item()"),
+    (lambda g, x, a: (g * ((x >= 0) & (x < a)), (g * (x >= a)).sum(), 0),
+     "bits is a Python int, not a tensor, so it has no gradient: return None in its place (not 0)"),
+])
+def test_backward_gradient_type_bugs_are_named(backward, message):
+    with pytest.raises(CheckFailed) as e:
+        check_pact_function(make_function(backward))
+    assert message in str(e.value)
+
+
+def test_qat_check_alphas_visibly_move(mnist_small, capsys):
+    # alphas get their own AdamW group (lr x 30, no weight decay): after 8 steps they have left 2 behind;
+    # with one AdamW group at lr 1e-3 they would move by at most ~0.01
+    check_pact_qat(make_function(good_backward), *mnist_small, steps=8, min_accuracy=0.8)
+    out = capsys.readouterr().out
+    moves = [float(m) for m in re.findall(r"\w+\.\d+: [\d.]+ \(([+-][\d.]+)\)", out)]
+    assert len(moves) == 4, out
+    assert max(abs(m) for m in moves) > 0.1, out
+    assert "learning rate 0.03, 30x the weights'" in out

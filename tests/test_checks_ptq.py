@@ -202,3 +202,83 @@ def test_check_observer_calibration_both_directions(tiny_ptq_setup, capsys):
             self.min_val, self.max_val = x.min().item(), x.max().item()
     with pytest.raises(CheckFailed, match="MinMaxObserver gives scale=.* on the same 3 batches"):
         check_observer_calibration(LastBatchOnly, model, loader, num_batches=3)
+
+
+def test_check_asymmetric_qparams_catches_a_truncated_zero_point():
+    def truncated(lo, hi, bits):
+        scale, _ = good_qparams(lo, hi, bits)
+        return scale, int(-min(float(lo), 0.0) / scale)
+    # [-0.35, 1] at 4 bits: scale 0.09, -lo / scale = 3.89 -> 4; int() gives 3
+    with pytest.raises(CheckFailed, match=r"\[-0\.35, 1\] at 4 bits: expected scale=0\.09, zero_point=4 but got "
+                                          r"scale=0\.09, zero_point=3\. -lo / scale = 3\.889 and your zero_point is 3: "
+                                          r"the zero_point was truncated/floored .* Use round\(\)"):
+        check_asymmetric_qparams(truncated)
+
+
+def test_check_minmax_observer_names_zero_points_off_by_one():
+    class Truncated(GoodMinMax):
+        def compute(self, bits):
+            scale, _ = good_qparams(self.min_val, self.max_val, bits)
+            return scale, int(-min(self.min_val, 0.0) / scale)
+    with pytest.raises(CheckFailed, match=r"at 4 bits: .*zero_point=5\. -lo / scale = 5\.551 and your zero_point is 5: "
+                                          r"the zero_point was truncated/floored"):
+        check_minmax_observer(Truncated)
+
+    class OneTooMany(GoodMinMax):
+        def compute(self, bits):
+            scale, zero_point = good_qparams(self.min_val, self.max_val, bits)
+            return scale, zero_point + 1 if zero_point < 2**bits - 1 else zero_point - 1
+    with pytest.raises(CheckFailed, match=r"The zero_point is off by one: -lo / scale = 85, so zero_point = "
+                                          r"round\(-lo / scale\) = 85"):
+        check_minmax_observer(OneTooMany)
+
+
+class PerChannelMinMax(GoodMinMax):  # x.amin(dim=0): one value per channel
+    def update(self, x):
+        lo, hi = x.amin(dim=0), x.amax(dim=0)
+        self.min_val = lo if self.min_val is None else torch.minimum(self.min_val, lo)
+        self.max_val = hi if self.max_val is None else torch.maximum(self.max_val, hi)
+
+
+def test_minmax_observer_checks_name_a_per_channel_state(tiny_ptq_setup):
+    message = (r"after update\(\), observer\.min_val is a tensor of shape \(3, 4, 4\), one value per channel "
+               r"\(x\.amin\(dim=\.\.\.\) or x\.min\(dim=\.\.\.\)\)\. The observer keeps one number per tensor")
+    with pytest.raises(CheckFailed, match=message):
+        check_minmax_observer(PerChannelMinMax)
+    model, loader = tiny_ptq_setup
+    with pytest.raises(CheckFailed, match=r"observer\.min_val is a tensor of shape \(1, 28, 28\), one value per "
+                                          r"channel"):
+        check_observer_calibration(PerChannelMinMax, model, loader, num_batches=3)
+
+    class MinWithDim(GoodMinMax):  # x.min(dim=0) returns (values, indices)
+        def update(self, x):
+            self.min_val, self.max_val = x.min(dim=0), x.max(dim=0)
+    with pytest.raises(CheckFailed, match=r"observer\.min_val is a min \(values, indices\)"):
+        check_minmax_observer(MinWithDim)
+
+
+def test_check_percentile_observer_hint_uses_ordinals():
+    class WrongPercentile(GoodPercentile):  # 90th instead of 99th: matches neither min/max nor pooled percentiles
+        def update(self, x):
+            flat = x.flatten().float()
+            self.lows.append(torch.quantile(flat, 0.1).item())
+            self.highs.append(torch.quantile(flat, 0.9).item())
+    with pytest.raises(CheckFailed, match=r"Per batch, lo is the 1st and hi the 99th percentile of all its values"):
+        check_percentile_observer(WrongPercentile)
+
+
+def test_check_observer_calibration_prints_a_table_per_quantizer(tiny_ptq_setup, capsys):
+    model, loader = tiny_ptq_setup
+    check_observer_calibration(GoodMinMax, model, loader, bits=4, num_batches=3)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["activation", "quantizer", "bits", "min", "max", "scale", "zero_point"]
+    rows = [line.split() for line in lines[1:6]]
+    # the first and the last layer keep 8-bit inputs; the others get bits=4
+    assert [(name, int(b)) for name, b, *_ in rows] == [
+        ("features.0.input_quant", 8), ("features.4.input_quant", 4), ("features.8.input_quant", 4),
+        ("classifier.2.input_quant", 4), ("classifier.5.input_quant", 8)]
+    for name, qbits, lo, hi, scale, zero_point in rows:
+        lo, hi, scale, qmax = float(lo), float(hi), float(scale), 2**int(qbits) - 1
+        # min-max: scale = (max(hi, 0) - min(lo, 0)) / (2^bits - 1), zero_point = round(-min(lo, 0) / scale)
+        assert scale == pytest.approx((max(hi, 0) - min(lo, 0)) / qmax, rel=2e-3, abs=1e-5)
+        assert int(zero_point) == round(-min(lo, 0) / scale)

@@ -176,3 +176,65 @@ def test_check_quantization_roundtrip_on_the_untouched_exercise():
 def test_check_quantization_roundtrip_reports_the_broken_part(quantize_fn, dequantize_fn, message):
     with pytest.raises(CheckFailed, match=message):
         check_quantization_roundtrip(quantize_fn, dequantize_fn, good_qparams, real_data())
+
+
+# ----------------------------------------------------------------------------- more named mistakes
+
+@pytest.mark.parametrize("bad, message", [
+    # no round, converted after the clamp: the fraction is cut off (floor and trunc agree on case 1 after the
+    # clamp at 0; the signed case tells them apart)
+    (lambda x, s, z, lo, hi: (x / s + z).clamp(lo, hi).to(torch.int64),
+     r"for x=-0\.62 \(element 1\) expected code 2, got 1\. It looks like the fraction was cut off: \.long\(\), "
+     r"\.int\(\) or \.to\(torch\.int64\) truncates toward zero instead of rounding"),
+    # right codes, but uint8 cannot hold -128: it wraps around to 128
+    (lambda x, s, z, lo, hi: (torch.round(x / s) + z).clamp(lo, hi).to(torch.uint8),
+     r"qmin=-128, qmax=127: for x=-9 \(element 0\) expected code -128, got 128\. Your codes are torch\.uint8, which "
+     r"holds only 0\.\.255: codes outside that range wrapped around .* Return torch\.int64 codes"),
+])
+def test_check_quantize_names_truncation_and_wrap_around(bad, message):
+    with pytest.raises(CheckFailed, match=message):
+        check_quantize(bad)
+
+
+def test_check_quantize_floor_is_still_called_floor():
+    with pytest.raises(CheckFailed, match=r"It looks like floor\(\): use torch\.round\(\)\.$"):
+        check_quantize(lambda x, s, z, lo, hi: (torch.floor(x / s) + z).clamp(lo, hi).long())
+
+
+def truncated_zero_point(x, bits):
+    lo, hi = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = (hi - lo) / (2**bits - 1)
+    return scale, int(-lo / scale)
+
+
+def per_channel_qparams(x, bits):
+    lo, hi = x.amin(dim=0).clamp(max=0), x.amax(dim=0).clamp(min=0)
+    scale = (hi - lo) / (2**bits - 1)
+    return scale, torch.round(-lo / scale)
+
+
+def test_check_qparams_minmax_catches_a_truncated_zero_point():
+    # 4th case: min -0.35, max 1 at 4 bits, scale 0.09, -min / scale = 3.89 -> 4, truncated 3
+    with pytest.raises(CheckFailed, match=r"returned zero_point 3 for a tensor with min -0\.35 and max 1 at 4 bits "
+                                          r".*expected 4\. -min / scale = 3\.889: the zero_point was "
+                                          r"truncated/floored .* Use round\(\)"):
+        check_qparams_minmax(truncated_zero_point)
+
+
+def test_check_qparams_minmax_names_a_per_channel_range():
+    # case 1 is 1-D (amin(dim=0) is one number); case 2 is 2x2, so one value per column
+    with pytest.raises(CheckFailed, match=r"returned a scale tensor of shape \(2,\); return one number \(one number "
+                                          r"per tensor: take the min/max over ALL elements"):
+        check_qparams_minmax(per_channel_qparams)
+
+
+def test_check_quantization_roundtrip_prints_what_the_questions_ask_about(capsys):
+    x = torch.tensor([-0.35, 0.0, 0.2, 1.0, 0.65, -0.1])
+    mse = check_quantization_roundtrip(good_quantize, good_dequantize, good_qparams, x, bit_widths=(3, 4))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["bits", "scale", "-min/scale", "zero_point", "MSE", "s^2/12", "shrink", "SQNR", "(dB)"]
+    # 4 bits: scale 1.35 / 15 = 0.09, -min / scale = 3.889, zero point 4, s^2/12 = 6.75e-04
+    assert lines[2].split()[:4] == ["4", "0.09000", "3.889", "4"]
+    assert lines[2].split()[5] == "6.75e-04"
+    assert lines[2].split()[6] == f"{mse[3] / mse[4]:.1f}x"
+    assert len(lines[1].split()) == 7  # the first row has no shrink factor
