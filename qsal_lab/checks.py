@@ -32,6 +32,10 @@ def _call(fn, name, *args, hints=()):
         raise CheckFailed(f"{name}() raised {type(e).__name__}: {e}{hint}") from None
 
 
+# a per-channel min/max (x.amin(dim=...)) gives a tensor where one number per tensor is expected
+_PER_TENSOR_HINT = "one number per tensor: take the min/max over ALL elements, x.min(), not x.min(dim=...)"
+
+
 def _as_float(value, name, part=None, hint="e.g. with .item()"):
     """One number from what the learner's function returned; `part` names which part of it (e.g. "scale")."""
     of = f" as its {part}" if part else ""
@@ -181,9 +185,7 @@ def _ptq_pair(out, name):
         raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns (scale, zero_point).")
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise CheckFailed(f"{name}() returned {type(out).__name__}; return a pair (scale, zero_point).")
-    # a per-channel min/max gives a tensor where one number per tensor is expected
-    hint = "one number per tensor: take the min/max over ALL elements, x.min(), not x.min(dim=...)"
-    return tuple(_as_float(v, name, part, hint) for part, v in zip(("scale", "zero_point"), out))
+    return tuple(_as_float(v, name, part, _PER_TENSOR_HINT) for part, v in zip(("scale", "zero_point"), out))
 
 
 def _ptq_reference(lo, hi, bits):
@@ -617,10 +619,8 @@ def check_qparams_minmax(qparams_fn):
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise CheckFailed(f"qparams_minmax() returned {type(out).__name__}; return a pair "
                               f"(scale, zero_point), e.g. `return scale, zero_point`.")
-        # a per-channel min/max (x.amin(dim=...)) gives a tensor where one number per tensor is expected
-        hint = "one number per tensor: take the min/max over ALL elements, x.min(), not x.min(dim=...)"
-        scale = _as_float(out[0], "qparams_minmax", "scale", hint)
-        zp = _as_float(out[1], "qparams_minmax", "zero_point", hint)
+        scale = _as_float(out[0], "qparams_minmax", "scale", _PER_TENSOR_HINT)
+        zp = _as_float(out[1], "qparams_minmax", "zero_point", _PER_TENSOR_HINT)
         lo, hi = x.min().item(), x.max().item()
         want_scale, want_zp = (v.item() for v in calc_qparams(lo, hi, bits, symmetric=False, signed=False))
         n = 2**bits - 1

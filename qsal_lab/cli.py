@@ -28,15 +28,18 @@ def cmd_data(args):
     print(f"  {'cifar10-standin':15s} synthetic stand-in, made when asked for (QSAL_STANDIN=1); never real CIFAR-10")
 
 
+PACT_TRAINING_FLAGS = ("pact_alpha", "alpha_l2", "alpha_lr_scale")  # QATConfig fields; None = its default
+
+
 def _quant_config(args):
     if args.method == "fp":
-        for flag in ("w_bits", "a_bits", "pact_alpha", "alpha_l2", "alpha_lr_scale"):
+        for flag in ("w_bits", "a_bits", *PACT_TRAINING_FLAGS):
             if getattr(args, flag) is not None:
                 raise ValueError(f"--{flag.replace('_', '-')} needs --method pact")
         return None
     from .quant import QATConfig
 
-    extra = {k: getattr(args, k) for k in ("pact_alpha", "alpha_l2", "alpha_lr_scale") if getattr(args, k) is not None}
+    extra = {k: getattr(args, k) for k in PACT_TRAINING_FLAGS if getattr(args, k) is not None}
     return QATConfig(w_bits=args.w_bits or 4, a_bits=args.a_bits or 4, first_last_bits=args.first_last_bits,
                      weight_quant=args.weight_quant, **extra)
 

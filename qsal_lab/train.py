@@ -186,8 +186,9 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, 
     decay (PACT has its own L2 penalty on alpha) and a learning rate of lr * alpha_lr_scale. AdamW moves every
     parameter by about one learning rate per step, so alpha, a clipping level of order 1-10, needs a larger one
     to travel as far as the paper's SGD lets it."""
-    alphas = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] == "alpha"]
-    others = [p for n, p in model.named_parameters() if n.rsplit(".", 1)[-1] != "alpha"]
+    alphas, others = [], []
+    for n, p in model.named_parameters():
+        (alphas if n.rsplit(".", 1)[-1] == "alpha" else others).append(p)
     groups = [{"params": others}]
     if alphas:
         groups.append({"params": alphas, "lr": lr * alpha_lr_scale, "weight_decay": 0.0})
