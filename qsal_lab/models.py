@@ -6,7 +6,6 @@ and every conv is followed by a BatchNorm that post-training quantization folds 
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 import torch.nn.functional as F
 

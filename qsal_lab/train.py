@@ -9,9 +9,7 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .data import make_loader
+from .files import atomic_save, atomic_write_text
 
 
 def get_device(device: str = "auto") -> torch.device:
@@ -105,33 +104,6 @@ def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_classes: in
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-def atomic_write(path: str | Path, write: Callable, suffix: str = ".tmp") -> Path:
-    """write(tmp) into a temp file in the same folder, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; ours are ordinary files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def atomic_save(obj, path: str | Path):
-    """torch.save, atomically (see `atomic_write`)."""
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def atomic_write_text(text: str, path: str | Path):
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
 
 def build_from_spec(spec: dict) -> nn.Module:
     """A model from the `model_spec` a checkpoint stores (architecture + optional quantization)."""

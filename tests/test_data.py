@@ -2,7 +2,6 @@ import os
 import shutil
 import urllib.error
 
-import numpy as np
 import pytest
 import torch
 

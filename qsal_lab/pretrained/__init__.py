@@ -39,7 +39,7 @@ def slim_checkpoint(src: str | Path, dst_dir: str | Path, command: str):
 
     import torch
 
-    from ..train import atomic_save
+    from ..files import atomic_save
 
     src = Path(src)
     ckpt = torch.load(src / "checkpoint.pt", map_location="cpu", weights_only=False)

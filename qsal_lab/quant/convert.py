@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .pact import PACT
 from .primitives import FLOAT_BITS, validate_bits
-from .weights import (WEIGHT_QUANTIZERS, dorefa_codes, dorefa_from_codes, dorefa_weight, symmetric_codes,
+from .weights import (WEIGHT_QUANTIZERS, dorefa_codes, dorefa_weight, symmetric_codes,
                       symmetric_weight)
 
 

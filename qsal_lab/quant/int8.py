@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..train import atomic_write
+from ..files import atomic_write
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 RESERVED_METADATA = {"input_name", "input_shape", "input_dtype", "num_classes", "model_class", "producer",
