@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from qsal_lab.checks import (CheckFailed, check_asymmetric_qparams, check_minmax_observer,
-                             check_observer_calibration, check_percentile_observer)
+from qsal_lab.checks import CheckFailed
+from qsal_lab.checks.ptq import (check_asymmetric_qparams, check_minmax_observer, check_observer_calibration,
+                                 check_percentile_observer)
 from qsal_lab.models import build_model
 
 

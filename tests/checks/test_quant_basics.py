@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from qsal_lab.checks import (CheckFailed, check_dequantize, check_qparams_minmax, check_quantization_roundtrip,
-                             check_quantize)
+from qsal_lab.checks import CheckFailed
+from qsal_lab.checks.quant_basics import (check_dequantize, check_qparams_minmax, check_quantization_roundtrip,
+                                          check_quantize)
 
 
 # ----------------------------------------------------------------------------- correct answers

@@ -4,7 +4,8 @@ import re
 import pytest
 import torch
 
-from qsal_lab.checks import CheckFailed, check_pact_forward, check_pact_function, check_pact_qat
+from qsal_lab.checks import CheckFailed
+from qsal_lab.checks.pact import check_pact_forward, check_pact_function, check_pact_qat
 
 
 def good_forward(x, alpha, bits):

@@ -1,0 +1,13 @@
+"""The exercises' checks, one module per chapter; each runs a learner's function on cases with known
+answers and either prints what passed or raises `CheckFailed` saying exactly what is wrong.
+
+    from qsal_lab.checks.mnist_baseline import check_accuracy        # chapter 1
+    from qsal_lab.checks.quant_basics import check_quantize          # chapter 2
+    from qsal_lab.checks.ptq import check_minmax_observer            # chapter 3
+    from qsal_lab.checks.pact import check_pact_forward              # chapter 4
+
+`common` holds what they share (CheckFailed, calling the learner's code, reading its numbers).
+"""
+from .common import CheckFailed
+
+__all__ = ["CheckFailed"]
