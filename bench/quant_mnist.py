@@ -7,10 +7,10 @@
 One run, one budget, one test set:
   1. FP32: train SmallCNN with the budget's recipe (or load --fp-checkpoint);
   2. PTQ int8 with ONNX Runtime (export_onnx + quantize_onnx: QDQ, per-channel int8 weights);
-  3. PACT QAT at W/A = 8, 4, 3, 2 bits and PTQ W4A4 for contrast (qsal_lab.quant.sweep.bit_sweep,
+  3. PACT QAT at W/A = 8, 4, 3, 2 bits and PTQ W4A4 for contrast (qsal_lab.experiments.pact_sweep.bit_sweep,
      the same code chapter 4 runs): test accuracy, deployed size, bit-packed file size;
   4. the cost of QAT: float and QAT training steps timed side by side on the same batches,
-     interleaved and repeated (qsal_lab.quant.sweep.train_step_seconds).
+     interleaved and repeated (qsal_lab.experiments.pact_sweep.train_step_seconds).
 Every figure is compared with its target and reported as met or MISSED in
 bench/results/quant_mnist.json and bench/results/quant_mnist.md. Nothing is asserted: wall-clock
 numbers depend on the machine and its load (which is recorded next to them).
@@ -102,7 +102,7 @@ def time_training(model, budget, batches, rounds):
     """FP vs QAT training steps on the same batches; per-epoch estimates for a full MNIST epoch."""
     from qsal_lab.budget import recipe
     from qsal_lab.data import load_dataset, make_loader
-    from qsal_lab.quant.sweep import qat_recipe, train_step_seconds
+    from qsal_lab.experiments.pact_sweep import qat_recipe, train_step_seconds
 
     batch_size = recipe("smallcnn", budget).batch_size
     ds = load_dataset("mnist", "train", subset=batches * batch_size, seed=1)
@@ -130,7 +130,7 @@ def _fmt(value, unit):
 
 
 def markdown(result: dict) -> str:
-    from qsal_lab.quant.sweep import format_table
+    from qsal_lab.experiments.pact_sweep import format_table
 
     m, t, o = result["machine"], result["timing"], result["int8_onnx"]
     lines = [f"# Quantizing SmallCNN on MNIST: benchmark ({result['budget']} budget)", "",
@@ -167,7 +167,7 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     from qsal_lab.budget import current_budget, pick
-    from qsal_lab.quant.sweep import bit_sweep, find_row, mnist_loaders
+    from qsal_lab.experiments.pact_sweep import bit_sweep, find_row, mnist_loaders
 
     budget = current_budget(args.budget)
     progress = not args.quiet

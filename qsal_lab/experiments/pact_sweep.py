@@ -26,10 +26,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .convert import QATConfig, quantize_model
-from .packing import load_packed, model_size_bytes, save_packed, state_dict_bytes
-from .pact import pact_alpha_l2
-from .ptq import PTQConfig, ptq_model
+from ..budget import current_budget, recipe
+from ..data import load_dataset, make_loader
+from ..quant.convert import QATConfig, quantize_model
+from ..quant.packing import load_packed, model_size_bytes, save_packed, state_dict_bytes
+from ..quant.pact import pact_alpha_l2
+from ..quant.primitives import FLOAT_BITS, validate_bits
+from ..quant.ptq import PTQConfig, ptq_model
+from ..train import cross_entropy_loss, evaluate, load_checkpoint, train_model, train_step
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,6 @@ _QAT_RECIPES = {
 
 def qat_recipe(bits: int, budget: str | None = None) -> QATRecipe:
     """The fine-tuning schedule for W{bits}A{bits} at a budget (bits 2..8; unlisted widths use the next lower one)."""
-    from ..budget import current_budget
-    from .primitives import FLOAT_BITS, validate_bits
-
     bits = validate_bits(bits, "bits")
     if bits == FLOAT_BITS:
         raise ValueError("the sweep quantizes to 2..8 bits; 32 bits is the float model itself")
@@ -83,9 +84,6 @@ def qat_recipe(bits: int, budget: str | None = None) -> QATRecipe:
 def mnist_loaders(budget: str | None = None, calibration_images: int = 2000, root: str | None = None):
     """(test_loader, calib_loader): the MNIST test images `train_model` evaluates on at this budget, and
     a loader of `calibration_images` training images (shuffled, seeded) for PTQ calibration."""
-    from ..budget import recipe
-    from ..data import load_dataset, make_loader
-
     r = recipe("smallcnn", budget)
     test_ds = load_dataset("mnist", "test", root=root, subset=r.test_subset, seed=0)  # the set `fit` evaluates on
     calib_ds = load_dataset("mnist", "train", root=root, subset=calibration_images, seed=0)
@@ -94,7 +92,6 @@ def mnist_loaders(budget: str | None = None, calibration_images: int = 2000, roo
 
 
 def float_row(model: nn.Module, test_loader) -> dict:
-    from ..train import evaluate
 
     return {"method": "FP32", "w_bits": 32, "a_bits": 32, "accuracy": evaluate(model, test_loader)["accuracy"],
             "size_bytes": model_size_bytes(model), "file_bytes": state_dict_bytes(model), "seconds": 0.0}
@@ -102,8 +99,6 @@ def float_row(model: nn.Module, test_loader) -> dict:
 
 def ptq_row(model: nn.Module, bits: int, calib_loader, test_loader, out: str | Path, observer: str = "mse") -> dict:
     """Post-training quantization to W{bits}A{bits} (no training): accuracy and sizes."""
-    from ..train import evaluate
-
     t0 = time.perf_counter()
     qmodel = ptq_model(model, PTQConfig(w_bits=bits, a_bits=bits, observer=observer), calib_loader, progress=False)
     seconds = time.perf_counter() - t0
@@ -117,8 +112,6 @@ def ptq_row(model: nn.Module, bits: int, calib_loader, test_loader, out: str | P
 def qat_row(bits: int, fp_checkpoint: str | Path, test_loader, out: str | Path, budget: str | None = None,
             progress: bool = True, root: str | None = None) -> dict:
     """PACT QAT fine-tuning to W{bits}A{bits} from a float checkpoint; accuracy of the packed-and-reloaded model."""
-    from ..train import evaluate, train_model
-
     r = qat_recipe(bits, budget)
     run_dir = Path(out) / f"pact_w{bits}a{bits}"
     t0 = time.perf_counter()
@@ -141,8 +134,6 @@ def bit_sweep(fp_checkpoint: str | Path, bits=(8, 4, 3, 2), ptq_bits=None, out: 
     Sizes also appear relative to the float model: `size_vs_fp32` (deployed bytes) and
     `file_vs_fp32` (packed file against torch.save of the float state_dict).
     """
-    from ..train import load_checkpoint
-
     fp_checkpoint = Path(fp_checkpoint)
     fp_model, ckpt = load_checkpoint(fp_checkpoint)
     if ckpt["model_spec"].get("model") != "smallcnn" or ckpt["model_spec"].get("dataset") != "mnist":
@@ -194,8 +185,6 @@ def train_step_seconds(fp_model: nn.Module, config: QATConfig, batches, rounds: 
     timed. Returns {"fp_step_s", "qat_step_s", "ratio", "fp_rounds", "qat_rounds"}: multiply a step
     time by the number of batches for an epoch.
     """
-    from ..train import cross_entropy_loss, train_step
-
     batches = list(batches)
     if not batches:
         raise ValueError("train_step_seconds needs at least one (x, y) batch")

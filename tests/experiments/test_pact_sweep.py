@@ -1,4 +1,4 @@
-"""qsal_lab.quant.sweep: recipes, rows, the table and the FP-vs-QAT step timer, on tiny inputs (no MNIST)."""
+"""qsal_lab.experiments.pact_sweep: recipes, rows, the table and the FP-vs-QAT step timer, on tiny inputs (no MNIST)."""
 from dataclasses import asdict
 
 import pytest
@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from qsal_lab.models import SmallCNN, count_parameters
 from qsal_lab.quant import QATConfig, quantize_model
 from qsal_lab.quant.packing import state_dict_bytes
-from qsal_lab.quant.sweep import (bit_sweep, find_row, float_row, format_table, ptq_row, qat_recipe,
+from qsal_lab.experiments.pact_sweep import (bit_sweep, find_row, float_row, format_table, ptq_row, qat_recipe,
                                   train_step_seconds)
 
 

@@ -1,0 +1,9 @@
+"""Experiment drivers: the studies that a chapter and its benchmark both run, one module per study.
+
+A driver composes the core modules (data, models, train, quant, saliency, edge) into a
+recipe, a sweep and its table; the core modules hold no book-specific logic. A chapter
+calls the driver and shows its results; `bench/<study>.py` calls the same driver and writes
+them to bench/results/ with the targets marked met or missed.
+
+    pact_sweep   chapter 4 + bench/quant_mnist.py: PACT QAT against PTQ at W/A = 8, 4, 3, 2 bits
+"""
