@@ -1,8 +1,12 @@
-"""Saliency for qsal_lab: attributions for float, PACT and int8 ONNX models alike.
+"""Saliency for qsal_lab: attributions for float, PACT and int8 ONNX models alike, and saliency-guided training.
 
-    from qsal_lab.saliency import attribute, normalize_maps
+    from qsal_lab.saliency import attribute, normalize_maps, SGTConfig
     maps = attribute(model, x, y, method="ig")        # saliency | ig | smoothgrad | gradcam | occlusion
     shown = normalize_maps(maps)                      # |map| per image, clipped at its 99th percentile, in [0, 1]
+    train_model("mnist", sgt=SGTConfig(fraction=0.5, lam=1.0))   # saliency-guided training (sgt.py)
 """
 from .attribution import (GRADIENT_METHODS, METHODS, PERTURBATION_METHODS, attribute, black_baseline,
                           last_conv_layer, make_baseline, method_options, normalize_maps)
+from .masking import mask_features
+from .sgt import (SGTConfig, SGTStep, compare_steps, fused_step, input_saliency, kl_to_masked, naive_step,
+                  sgt_loss, sgt_step, train_step_seconds)
