@@ -5,6 +5,7 @@
     shown = normalize_maps(maps)                      # |map| per image, clipped at its 99th percentile, in [0, 1]
     curves = faithfulness(model, x, y)                # accuracy as the most salient pixels go, vs random (metrics.py)
     concentration(maps), agreement(maps, other_maps), cascading_randomization(model, x, y, "saliency")
+    saliency_grid(x, maps_by_method(model, x, y), name="methods")   # figures (plots.py)
     train_model("mnist", sgt=SGTConfig(fraction=0.5, lam=1.0))   # saliency-guided training (sgt.py)
 """
 from .attribution import (GRADIENT_METHODS, METHODS, PERTURBATION_METHODS, attribute, black_baseline,
@@ -14,3 +15,5 @@ from .metrics import (FRACTIONS, RemovalCurve, agreement, cascading_randomizatio
                       faithfulness, gini, random_saliency, removal_curve, spearman, ssim, topk_iou)
 from .sgt import (SGTConfig, SGTStep, compare_steps, fused_step, input_saliency, kl_to_masked, naive_step,
                   sgt_loss, sgt_step, train_step_seconds)
+from .plots import (maps_by_method, maps_by_model, overlay, plot_randomization, plot_removal_curves,
+                    saliency_grid)
