@@ -1,4 +1,4 @@
-"""Edge benchmarking: how fast and how big, measured honestly.
+"""Quick latency and file size: the chapters' first measurements (`qsal_lab.edge.bench` is the full benchmark).
 
 Two rules for reading the numbers:
 - Compare variants (fp32 vs int8, torch vs ONNX Runtime) only when measured side by side in
