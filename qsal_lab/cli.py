@@ -29,13 +29,15 @@ def cmd_data(args):
 
 
 PACT_TRAINING_FLAGS = ("pact_alpha", "alpha_l2", "alpha_lr_scale")  # QATConfig fields; None = its default
+SGT_FLAGS = ("mask_fraction", "sgt_lambda")  # SGTConfig's fraction and lam; None = the paper's defaults
+TRAIN_METHODS = ("fp", "pact", "sgt", "pact+sgt")
 
 
 def _quant_config(args):
-    if args.method == "fp":
+    if "pact" not in args.method:
         for flag in ("w_bits", "a_bits", *PACT_TRAINING_FLAGS):
             if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag.replace('_', '-')} needs --method pact")
+                raise ValueError(f"--{flag.replace('_', '-')} needs --method pact (or pact+sgt)")
         return None
     from .quant import QATConfig
 
@@ -44,11 +46,23 @@ def _quant_config(args):
                      weight_quant=args.weight_quant, **extra)
 
 
+def _sgt_config(args):
+    if "sgt" not in args.method:
+        for flag in SGT_FLAGS:
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')} needs --method sgt (or pact+sgt)")
+        return None
+    from .saliency import SGTConfig, default_fraction
+
+    fraction = args.mask_fraction if args.mask_fraction is not None else default_fraction(args.dataset)
+    return SGTConfig(fraction=fraction, lam=args.sgt_lambda if args.sgt_lambda is not None else 1.0)
+
+
 def cmd_train(args):
     from .train import train_model
 
-    quant = _quant_config(args)
-    model, history = train_model(args.dataset, args.model, budget=args.budget, out=args.out, quant=quant,
+    quant, sgt = _quant_config(args), _sgt_config(args)
+    model, history = train_model(args.dataset, args.model, budget=args.budget, out=args.out, quant=quant, sgt=sgt,
                                  init_from=args.init_from, epochs=args.epochs, lr=args.lr,
                                  batch_size=args.batch_size, train_subset=args.train_subset,
                                  test_subset=args.test_subset, seed=args.seed, device=args.device,
@@ -85,13 +99,77 @@ def cmd_eval(args):
             print(f"{k:12s} {v:.4f}" if isinstance(v, float) else f"{k:12s} {v}")
 
 
+def cmd_saliency(args):
+    import torch
+
+    from .data import dataset_info, load_dataset
+    from .files import atomic_write
+    from .saliency import GRADIENT_METHODS, PERTURBATION_METHODS, saliency_grid, summarize
+    from .saliency.attribution import check_method
+    from .saliency.metrics import check_fractions
+
+    if bool(args.checkpoint) == bool(args.onnx):
+        raise ValueError("give exactly one model: --checkpoint C (a qsal checkpoint) or --onnx M (an .onnx file)")
+    if args.images < 1:
+        raise ValueError(f"--images must be a positive number of test images, got {args.images}")
+    method = args.method or ("saliency" if args.checkpoint else "occlusion")
+    check_method(method)
+    if args.onnx and method in GRADIENT_METHODS:
+        raise ValueError(f"--method {method} needs gradients, which an ONNX model does not have; use --method "
+                         f"{' or '.join(PERTURBATION_METHODS)} with --onnx, or --checkpoint for the torch model")
+    fractions = check_fractions(_floats(args.fractions, "--fractions"))
+    if args.checkpoint:
+        from .train import load_checkpoint
+
+        model, ckpt = load_checkpoint(args.checkpoint)
+        dataset, source = args.dataset or ckpt["model_spec"].get("dataset"), args.checkpoint
+    else:
+        from .quant.int8 import OnnxClassifier
+
+        model = OnnxClassifier(args.onnx)
+        dataset, source = args.dataset or model.metadata.get("dataset"), args.onnx
+    if not dataset:
+        raise ValueError(f"{source} does not record its dataset; pass --dataset")
+    ds = load_dataset(dataset, "test", subset=args.images, seed=args.seed)
+    x, y = (torch.stack(t) for t in zip(*(ds[i] for i in range(len(ds)))))
+    options = {"dataset": dataset} if method in ("ig", "occlusion") else {}  # the exact normalised black
+    maps, summary = summarize(model, x, y, method, fractions=fractions, seed=args.seed, **options)
+    shown = min(len(x), 8)
+    names = dataset_info(dataset).class_names
+    fig = saliency_grid(x[:shown], {method: maps[:shown]}, row_titles=[names[int(c)] for c in y[:shown]])
+    out = Path(args.out)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format=out.suffix.lstrip(".") or "png", dpi=120,
+                                              bbox_inches="tight"), suffix=out.suffix or ".png")
+    summary.update(model=str(source), dataset=dataset, figure=str(out))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{method} on {len(x)} {dataset} test images ({1000 * summary['seconds_per_image']:.1f} ms each): "
+              f"accuracy {summary['accuracy']:.4f}, faithfulness area {summary['faithfulness_area']:.3f} "
+              f"(random {summary['random_area']:.3f}; lower = more faithful), Gini {summary['gini']:.3f}; "
+              f"wrote {out}")
+
+
+def _floats(text, flag):
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} takes numbers separated by commas, e.g. 0,0.1,0.2; got {text!r}") from None
+
+
+def _onnx_metadata(spec):
+    """What an .onnx file should remember of its checkpoint (`qsal saliency --onnx` reads the dataset)."""
+    return {k: spec[k] for k in ("dataset", "model") if spec.get(k)}
+
+
 def cmd_export(args):
     from .quant.int8 import export_onnx
     from .train import load_checkpoint
 
     model, ckpt = load_checkpoint(args.checkpoint)
     spec = ckpt["model_spec"]
-    path = export_onnx(model, args.out, input_shape=(1, spec["in_channels"], spec["image_size"], spec["image_size"]))
+    path = export_onnx(model, args.out, input_shape=(1, spec["in_channels"], spec["image_size"], spec["image_size"]),
+                       metadata=_onnx_metadata(spec))
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
 
@@ -106,7 +184,8 @@ def cmd_ptq(args):
     spec = ckpt["model_spec"]
     out = Path(args.out)
     fp32 = out.with_name(out.stem.replace("_int8", "") + "_fp32.onnx")
-    export_onnx(model, fp32, input_shape=(1, spec["in_channels"], spec["image_size"], spec["image_size"]))
+    export_onnx(model, fp32, input_shape=(1, spec["in_channels"], spec["image_size"], spec["image_size"]),
+                metadata=_onnx_metadata(spec))
     calib = load_dataset(spec["dataset"], "train", subset=args.calib, seed=1)
     path = quantize_onnx(fp32, out, make_loader(calib, batch_size=64), num_batches=-(-args.calib // 64),
                          method=args.method)
@@ -142,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--test-subset", type=int)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, mps")
-    t.add_argument("--method", choices=["fp", "pact"], default="fp", help="fp: full precision; pact: PACT QAT")
+    t.add_argument("--method", choices=TRAIN_METHODS, default="fp",
+                   help="fp: full precision; pact: PACT QAT; sgt: saliency-guided training; pact+sgt: both")
     t.add_argument("--w-bits", type=int, help="weight bits for PACT (2..8, 32 = float; default 4)")
     t.add_argument("--a-bits", type=int, help="activation bits for PACT (2..8, 32 = float; default 4)")
     t.add_argument("--first-last-bits", type=int, default=8, help="bits of the first and last layer (default 8)")
@@ -150,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pact-alpha", type=float, help="initial PACT clipping level alpha (default 10)")
     t.add_argument("--alpha-l2", type=float, help="L2 weight on PACT's alphas (default 2e-4)")
     t.add_argument("--alpha-lr-scale", type=float, help="alphas' learning rate / the weights' (default 1)")
+    t.add_argument("--mask-fraction", type=float,
+                   help="SGT: share of each image's pixels masked, in (0, 1) (default: the paper's, 0.5 MNIST, 0.1 CIFAR-10)")
+    t.add_argument("--sgt-lambda", type=float, help="SGT: weight of the KL term, >= 0 (default 1)")
     t.add_argument("--init-from", help="start from this checkpoint (e.g. fine-tune a float model with PACT)")
     t.add_argument("--restart", action="store_true", help="ignore an unfinished run in --out instead of resuming")
     t.set_defaults(func=cmd_train)
@@ -163,6 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object (for machines)")
     e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("saliency", help="saliency maps of test images as a figure, with faithfulness and Gini")
+    s.add_argument("--checkpoint", help="checkpoint.pt (or the folder holding it)")
+    s.add_argument("--onnx", help="an .onnx model instead (fp32 or int8): perturbation methods only")
+    s.add_argument("--method", help="saliency, ig, smoothgrad, gradcam or occlusion (default: saliency; "
+                                    "occlusion for --onnx, which has no gradients)")
+    s.add_argument("--images", type=int, default=100,
+                   help="number of test images for the metrics (default 100); the figure shows up to 8")
+    s.add_argument("--out", required=True, help="the figure, e.g. maps.png")
+    s.add_argument("--dataset", help="default: the dataset the model records")
+    s.add_argument("--fractions", default=",".join(f"{i / 10:g}" for i in range(10)),
+                   help="shares of pixels removed for the faithfulness curve (default 0,0.1,...,0.9)")
+    s.add_argument("--seed", type=int, default=0, help="picks the images and the removal noise")
+    s.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    s.set_defaults(func=cmd_saliency)
 
     x = sub.add_parser("export", help="export a checkpoint to one self-contained ONNX file (fp32, dynamic batch)")
     x.add_argument("--checkpoint", required=True)

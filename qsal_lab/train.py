@@ -186,17 +186,23 @@ class History:
 
 def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, batch_size: int = 128,
         optimizer: str = "adamw", weight_decay: float = 1e-4, alpha_lr_scale: float = 1.0, seed: int = 0,
-        device: str = "auto", loss_fn: Callable = cross_entropy_loss, log_fn: Callable | None = None,
-        out: str | Path | None = None, model_spec: dict | None = None, config: dict | None = None,
-        resume: bool = True, progress: bool = True) -> History:
+        device: str = "auto", loss_fn: Callable = cross_entropy_loss, step_fn: Callable | None = None,
+        log_fn: Callable | None = None, out: str | Path | None = None, model_spec: dict | None = None,
+        config: dict | None = None, resume: bool = True, progress: bool = True) -> History:
     """Train with a one-cycle learning-rate schedule and evaluate on `test_ds` after every epoch.
 
-    loss_fn(model, x, y) -> scalar loss: swap it to add a regulariser (PACT's alpha L2) or a
-    different objective (saliency-guided training). log_fn(model) -> dict: extra per-epoch
-    records (e.g. PACT's clipping levels). With `out`, checkpoints go to out/checkpoint.pt and
-    the final metrics to out/metrics.json; `model_spec` lets `load_checkpoint` rebuild the model.
-    alpha_lr_scale: PACT's clipping levels learn at lr * alpha_lr_scale (see `make_optimizer`).
+    loss_fn(model, x, y) -> scalar loss: swap it to add a regulariser (PACT's alpha L2).
+    step_fn(model, x, y, optimizer) -> loss replaces the whole step when an objective needs more
+    than one backward pass, e.g. saliency-guided training: `step_fn=SGTConfig(...).train_step()`
+    (then loss_fn is not used; pass PACT's penalty as its `extra_loss`). log_fn(model) -> dict:
+    extra per-epoch records (e.g. PACT's clipping levels). With `out`, checkpoints go to
+    out/checkpoint.pt and the final metrics to out/metrics.json; `model_spec` lets
+    `load_checkpoint` rebuild the model. alpha_lr_scale: PACT's clipping levels learn at
+    lr * alpha_lr_scale (see `make_optimizer`).
     """
+    if step_fn is None:
+        def step_fn(m, x, y, o):
+            return train_step(m, x, y, o, loss_fn)
     dev = get_device(device)
     model.to(dev)
     opt = make_optimizer(model, optimizer, lr, weight_decay, alpha_lr_scale)
@@ -229,7 +235,7 @@ def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, bat
         loader = make_loader(train_ds, batch_size=batch_size, train=True, seed=seed, epoch=epoch)
         for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
             x, y = x.to(dev), y.to(dev)
-            total += train_step(model, x, y, opt, loss_fn) * len(x)
+            total += step_fn(model, x, y, opt) * len(x)
             count += len(x)
             sched.step()
         record = {"epoch": epoch + 1, "train_loss": total / count, "seconds": time.perf_counter() - t0,
@@ -262,13 +268,15 @@ def write_metrics(out: str | Path, history: History, config: dict | None = None,
 # ----------------------------------------------------------------------------- one call for CLI and chapters
 
 def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = None, out: str | Path | None = None,
-                quant=None, init_from: str | Path | None = None, epochs: int | None = None, lr: float | None = None,
-                batch_size: int | None = None, train_subset: int | None = None, test_subset: int | None = None,
-                seed: int = 0, device: str = "auto", root: str | None = None, progress: bool = True,
-                resume: bool = True):
+                quant=None, sgt=None, init_from: str | Path | None = None, epochs: int | None = None,
+                lr: float | None = None, batch_size: int | None = None, train_subset: int | None = None,
+                test_subset: int | None = None, seed: int = 0, device: str = "auto", root: str | None = None,
+                progress: bool = True, resume: bool = True):
     """Train `model` on `dataset` with the budget's recipe; returns (model, history).
 
     quant: a `QATConfig` for PACT quantization-aware training (None = full precision).
+    sgt: an `SGTConfig` for saliency-guided training (qsal_lab.saliency), of a float or, with
+    `quant`, a PACT model (the paper's scheme; PACT's alpha L2 is still added).
     init_from: a checkpoint to start from (e.g. QAT fine-tuning of a trained float model).
     Every other argument overrides one field of the recipe (see `qsal_lab.budget.recipe`).
     """
@@ -280,6 +288,14 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
     r = recipe(model, budget, epochs=epochs, lr=lr, batch_size=batch_size,
                train_subset=train_subset, test_subset=test_subset)
     info = dataset_info(dataset)
+    if sgt is not None:
+        from .saliency import SGTConfig
+
+        if not isinstance(sgt, SGTConfig):
+            raise TypeError(f"sgt must be an SGTConfig (qsal_lab.saliency), got {type(sgt).__name__}")
+        sgt.validate()
+        if info.task == "multi-label":
+            raise ValueError(f"saliency-guided training needs one class per image; {info.display_name} is multi-label")
     seed_everything(seed)
     train_ds = load_dataset(dataset, "train", root=root, subset=r.train_subset, seed=seed, augment=r.augment)
     test_ds = load_dataset(dataset, "test", root=root, subset=r.test_subset, seed=seed)
@@ -292,23 +308,28 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
             raise ValueError(f"--init-from {init_from} holds a {ckpt['model_spec']['model']} for "
                              f"{ckpt['model_spec'].get('dataset')}, not a {model} for {info.name}")
         net.load_state_dict(start.state_dict(), strict=False)
-    loss_fn, log_fn = cross_entropy_loss, None
+    loss_fn, log_fn, penalty = cross_entropy_loss, None, None
     if quant is not None:
         from .quant import pact_alpha_l2, pact_alphas, quantize_model
         quantize_model(net, quant)
         spec["quant"] = asdict(quant)
 
-        def loss_fn(m, x, y, _l2=quant.alpha_l2):  # PACT: cross-entropy + lambda * sum(alpha^2)
-            return cross_entropy_loss(m, x, y) + _l2 * pact_alpha_l2(m)
+        def penalty(m, _l2=quant.alpha_l2):  # PACT's lambda * sum(alpha^2)
+            return _l2 * pact_alpha_l2(m)
+
+        def loss_fn(m, x, y):
+            return cross_entropy_loss(m, x, y) + penalty(m)
 
         log_fn = lambda m: {"alphas": pact_alphas(m)}  # noqa: E731  alpha learning curves
+    step_fn = sgt.train_step(extra_loss=penalty) if sgt is not None else None
     config = {"dataset": info.name, "dataset_name": info.display_name, "model": model, "budget": budget,
               "recipe": r.to_dict(), "seed": seed, "quant": spec.get("quant"),
+              "sgt": sgt.to_dict() if sgt is not None else None,
               "init_from": str(init_from) if init_from else None, "train_size": len(train_ds),
               "test_size": len(test_ds)}
     history = fit(net, train_ds, test_ds, epochs=r.epochs, lr=r.lr, batch_size=r.batch_size,
                   optimizer=r.optimizer, weight_decay=r.weight_decay, seed=seed, device=device,
                   alpha_lr_scale=quant.alpha_lr_scale if quant is not None else 1.0,
-                  loss_fn=loss_fn, log_fn=log_fn, out=out, model_spec=spec, config=config,
+                  loss_fn=loss_fn, step_fn=step_fn, log_fn=log_fn, out=out, model_spec=spec, config=config,
                   resume=resume, progress=progress)
     return net, history

@@ -14,7 +14,7 @@ def run(*args):
     return p.returncode, p.stdout, p.stderr
 
 
-@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["eval"], ["export"], ["ptq"]])
+@pytest.mark.parametrize("cmd", [[], ["data"], ["train"], ["eval"], ["saliency"], ["export"], ["ptq"]])
 def test_help_everywhere(cmd, capsys):
     with pytest.raises(SystemExit) as e:
         main([*cmd, "--help"])
@@ -41,6 +41,21 @@ def test_top_level_help_lists_the_environment_variables(capsys):
     (["train", "--dataset", "mnist", "--epochs", "0", "--out", "x"], "epochs must be a positive integer, got 0"),
     (["train", "--dataset", "mnist", "--lr", "-1", "--out", "x"], "lr (the learning rate) must be > 0"),
     (["ptq", "--checkpoint", "x", "--out", "x.onnx", "--calib", "0"], "--calib must be a positive number"),
+    (["train", "--dataset", "mnist", "--mask-fraction", "0.5", "--out", "x"], "--mask-fraction needs --method sgt"),
+    (["train", "--dataset", "mnist", "--method", "sgt", "--w-bits", "4", "--out", "x"], "--w-bits needs --method pact"),
+    (["train", "--dataset", "mnist", "--method", "sgt", "--mask-fraction", "1.5", "--out", "x"],
+     "SGTConfig.fraction must be a number strictly between 0 and 1"),
+    (["train", "--dataset", "mnist", "--method", "pact+sgt", "--sgt-lambda", "-1", "--out", "x"],
+     "SGTConfig.lam (the KL weight) must be a number >= 0"),
+    (["train", "--dataset", "mnist", "--method", "saliency", "--out", "x"], "invalid choice: 'saliency'"),
+    (["saliency", "--out", "m.png"], "give exactly one model: --checkpoint C"),
+    (["saliency", "--checkpoint", "x", "--onnx", "y", "--out", "m.png"], "give exactly one model"),
+    (["saliency", "--checkpoint", "x", "--images", "0", "--out", "m.png"], "--images must be a positive number"),
+    (["saliency", "--checkpoint", "x", "--method", "lime", "--out", "m.png"],
+     "unknown attribution method 'lime'; choose one of: saliency, ig, smoothgrad, gradcam, occlusion"),
+    (["saliency", "--onnx", "m.onnx", "--method", "ig", "--out", "m.png"],
+     "--method ig needs gradients, which an ONNX model does not have; use --method occlusion"),
+    (["saliency", "--checkpoint", "x", "--fractions", "0,2", "--out", "m.png"], "fractions must be increasing numbers"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     code, out, err = run(*args)
@@ -110,3 +125,38 @@ def test_export_and_ptq(data_root, tmp_path):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     code, out, err = run("ptq", "--checkpoint", PRETRAINED, "--out", str(tmp_path / "x.onnx"), "--method", "kl")
     assert code == 2 and "invalid choice: 'kl'" in err
+
+
+@pytest.mark.slow  # ~10 s: export and ONNX Runtime quantization first
+def test_saliency_on_the_int8_onnx_model(data_root, tmp_path, capsys):
+    assert main(["ptq", "--checkpoint", PRETRAINED, "--out", str(tmp_path / "m_int8.onnx"), "--calib", "64"]) == 0
+    capsys.readouterr()
+    assert main(["saliency", "--onnx", str(tmp_path / "m_int8.onnx"), "--images", "20", "--fractions", "0,0.05,0.1",
+                 "--out", str(tmp_path / "onnx.png"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # the dataset comes from the file's metadata
+    assert summary["method"] == "occlusion" and summary["dataset"] == "mnist" and summary["fractions"] == [0, 0.05, 0.1]
+    assert summary["accuracy"] > 0.9
+
+
+def test_pact_sgt_train_then_saliency(data_root, tmp_path, capsys):
+    out = tmp_path / "pact_sgt"
+    assert main(["train", "--dataset", "mnist", "--method", "pact+sgt", "--w-bits", "4", "--a-bits", "4",
+                 "--pact-alpha", "6", "--mask-fraction", "0.3", "--sgt-lambda", "0.5", "--init-from", PRETRAINED,
+                 "--epochs", "1", "--train-subset", "500", "--test-subset", "500", "--lr", "5e-4",
+                 "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert (config["sgt"]["fraction"], config["sgt"]["lam"], config["quant"]["w_bits"]) == (0.3, 0.5, 4)
+    capsys.readouterr()
+    assert main(["saliency", "--checkpoint", str(out), "--images", "40", "--out", str(tmp_path / "maps.png"),
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == "saliency" and summary["images"] == 40 and summary["dataset"] == "mnist"
+    assert 0 <= summary["faithfulness_area"] <= 1 and 0 <= summary["random_area"] <= 1 and 0 < summary["gini"] < 1
+    assert summary["accuracy"] > 0.9 and (tmp_path / "maps.png").stat().st_size > 0
+
+
+def test_sgt_fraction_defaults_to_the_papers(data_root, tmp_path):
+    assert main(["train", "--dataset", "mnist", "--method", "sgt", "--epochs", "1", "--train-subset", "200",
+                 "--test-subset", "100", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["config"]["sgt"]["fraction"] == 0.5
+

@@ -139,3 +139,59 @@ def test_alpha_lr_scale_makes_alpha_travel_further(tiny):
         fit(model, tiny[0], epochs=1, lr=1e-3, batch_size=32, alpha_lr_scale=scale, progress=False)
         moved[scale] = max(abs(a - 4.0) for a in pact_alphas(model).values())
     assert moved[30.0] > 5 * moved[1.0]  # OneCycle scales each group's own peak
+
+
+# ----------------------------------------------------------------------------- saliency-guided training
+
+def test_fit_with_an_sgt_step_resumes_to_the_same_weights(tiny, tmp_path):
+    """SGT draws its replacement noise from torch's RNG, which fit seeds per epoch: still resumable."""
+    from qsal_lab.saliency import SGTConfig
+
+    step = SGTConfig(fraction=0.5).train_step()
+    small = torch.utils.data.Subset(tiny[0], range(256))
+    seed_everything(0)
+    whole = build_model("smallcnn")
+    fit(whole, small, epochs=2, lr=3e-3, step_fn=step, progress=False, out=tmp_path / "a", model_spec=SPEC)
+
+    def crash(model, calls=[]):  # after epoch 1 is saved: log_fn runs before each epoch's checkpoint
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {}
+    seed_everything(0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(build_model("smallcnn"), small, epochs=2, lr=3e-3, step_fn=step, progress=False, out=tmp_path / "b",
+            model_spec=SPEC, log_fn=crash)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    resumed = build_model("smallcnn")
+    fit(resumed, small, epochs=2, lr=3e-3, step_fn=step, progress=False, out=tmp_path / "b", model_spec=SPEC)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("method", ["sgt", "pact+sgt"])
+def test_train_model_with_sgt_records_its_config(method, mnist_root, tmp_path):
+    from qsal_lab.quant import QATConfig
+    from qsal_lab.saliency import SGTConfig
+    from qsal_lab.train import train_model
+
+    quant = QATConfig(w_bits=4, a_bits=4, pact_alpha=6.0, alpha_l2=1e-3) if "pact" in method else None
+    sgt = SGTConfig(fraction=0.4, lam=0.5)
+    model, history = train_model("mnist", quant=quant, sgt=sgt, init_from="qsal_lab/pretrained/mnist_smallcnn",
+                                 epochs=1, train_subset=512, test_subset=500, lr=5e-4, root=mnist_root,
+                                 out=tmp_path, progress=False)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["sgt"] == {**sgt.to_dict(), "fraction": 0.4, "lam": 0.5}
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["config"]["sgt"] == sgt.to_dict()
+    assert history.final["test_accuracy"] > 0.95  # fine-tuned from the 99.5 % float model
+    if quant is not None:
+        assert metrics["config"]["quant"]["alpha_l2"] == 1e-3 and history.final["alphas"]
+    loaded, _ = load_checkpoint(tmp_path)  # an SGT model is an ordinary model of its architecture
+    assert type(loaded) is type(model)
+
+
+def test_train_model_refuses_what_is_not_an_sgt_config(mnist_root):
+    from qsal_lab.train import train_model
+
+    with pytest.raises(TypeError, match="sgt must be an SGTConfig"):
+        train_model("mnist", sgt={"fraction": 0.5}, epochs=1, train_subset=100, root=mnist_root)

@@ -12,8 +12,8 @@ from .attribution import (GRADIENT_METHODS, METHODS, PERTURBATION_METHODS, attri
                           last_conv_layer, make_baseline, method_options, normalize_maps)
 from .masking import mask_features
 from .metrics import (FRACTIONS, RemovalCurve, agreement, cascading_randomization, concentration, entropy,
-                      faithfulness, gini, random_saliency, removal_curve, spearman, ssim, topk_iou)
-from .sgt import (SGTConfig, SGTStep, compare_steps, fused_step, input_saliency, kl_to_masked, naive_step,
-                  sgt_loss, sgt_step, train_step_seconds)
+                      faithfulness, gini, random_saliency, removal_curve, spearman, ssim, summarize, topk_iou)
+from .sgt import (SGTConfig, SGTStep, compare_steps, default_fraction, fused_step, input_saliency, kl_to_masked,
+                  naive_step, sgt_loss, sgt_step, train_step_seconds)
 from .plots import (maps_by_method, maps_by_model, overlay, plot_randomization, plot_removal_curves,
                     saliency_grid)

@@ -145,3 +145,14 @@ def test_cascading_randomization_loses_similarity_and_leaves_the_model_alone(mni
 def test_cascading_randomization_needs_a_torch_model():
     with pytest.raises(TypeError, match="ONNX model has no parameters"):
         cascading_randomization(lambda x: x.flatten(1)[:, :3], X, 0)
+
+
+def test_summarize_holds_what_the_cli_prints():
+    from qsal_lab.saliency import summarize
+
+    model = tiny_cnn()
+    y = model(X).argmax(1)
+    maps, summary = summarize(model, X, y, "gradcam", fractions=(0, 0.5))
+    assert maps.shape == X.shape and summary["accuracy"] == 1.0 and summary["images"] == 6
+    assert {"faithfulness_area", "random_area", "gini", "entropy", "seconds_per_image"} <= summary.keys()
+    assert summary["faithfulness_curve"][0] == 1.0 and summary["fractions"] == [0, 0.5]

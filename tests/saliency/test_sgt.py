@@ -140,3 +140,11 @@ def test_train_step_seconds_reports_all_three():
     assert all(len(v) == 2 and min(v) > 0 for v in r["rounds"].values())
     with pytest.raises(ValueError, match="at least one"):
         train_step_seconds(small_net(), SGTConfig(), [])
+
+
+def test_default_fraction_is_the_papers():
+    from qsal_lab.saliency import default_fraction
+
+    assert default_fraction("mnist") == 0.5 and default_fraction("MNIST") == 0.5
+    assert default_fraction("cifar10") == 0.1 and default_fraction("cifar10-standin") == 0.1
+    assert default_fraction("pneumoniamnist") == 0.5  # no paper value: the MNIST one
