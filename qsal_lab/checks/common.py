@@ -1,16 +1,50 @@
-"""What every chapter's checks share: the failure type, calling the learner's function, reading the
-numbers it returns, and the pass message. Each chapter's checks live in a module of their own
-(`qsal_lab.checks.<chapter>`); notebooks import them from there, e.g.
+"""What every chapter's checks share: the failure type (shown in Jupyter as its message alone), calling
+the learner's function, reading the numbers it returns, and the pass message. Each chapter's checks
+live in a module of their own (`qsal_lab.checks.<chapter>`); notebooks import them from there, e.g.
 
     from qsal_lab.checks.pact import check_pact_forward
 """
 from __future__ import annotations
+
+import os
+import sys
 
 import torch
 
 
 class CheckFailed(AssertionError):
     """A learner's answer is not right yet; the message says what to fix."""
+
+
+def debugging() -> bool:
+    """True when QSAL_DEBUG is set (QSAL_DEBUG=1), as for the `qsal` command: show full tracebacks."""
+    return os.environ.get("QSAL_DEBUG", "") not in ("", "0")
+
+
+def show_check_failure(shell, etype, value, tb, tb_offset=None):
+    """IPython's handler for CheckFailed: show `CheckFailed: <message>` and nothing else.
+
+    The frames of a failed check are qsal_lab's internals; they say nothing about the learner's code and
+    push the message out of sight. The cell still ends in an error whose name and message are the
+    exception's (what the notebook tests read). With QSAL_DEBUG=1 the full traceback is shown instead."""
+    sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb  # so %tb and %debug still work
+    if sys.version_info >= (3, 12):
+        sys.last_exc = value
+    if debugging():
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+    else:
+        shell._showtraceback(etype, value, [f"{etype.__name__}: {value}"])
+
+
+def _install_ipython_handler():
+    """Register show_check_failure when these checks run inside IPython (Jupyter); elsewhere do nothing."""
+    ipython = sys.modules.get("IPython")  # inside IPython it is imported already; never import it here
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is not None and hasattr(shell, "set_custom_exc"):
+        shell.set_custom_exc((CheckFailed,), show_check_failure)
+
+
+_install_ipython_handler()
 
 
 def passed(msg: str):

@@ -24,6 +24,22 @@ def _accuracy_value(accuracy_fn, logits, labels):
     return as_float(call(accuracy_fn, "accuracy", logits, labels, hints=_ACCURACY_ERROR_HINTS), "accuracy")
 
 
+def _accuracy_hint(got, want, logits, labels, otherwise):
+    """Name the usual mistake when the learner's wrong accuracy is exactly what that mistake gives."""
+    # a softmax over dim=0 normalises each class over the batch (the columns), which can change the
+    # largest entry of a row; on the hand-made batches it happens not to, on the random one it does
+    softmax_dim0 = (logits.softmax(dim=0).argmax(dim=1) == labels).float().mean().item()
+    if len(labels) > 1 and abs(got - want * len(labels)) < 1e-6:
+        return " It looks like a count: divide by the number of rows."
+    if abs(got - want * 100) < 1e-4:
+        return " It looks like a percentage: return a fraction between 0 and 1 (do not multiply by 100)."
+    if abs(got - softmax_dim0) < 1e-6 and abs(softmax_dim0 - want) > 1e-6:
+        return (" That is what a softmax over dim=0 gives: softmax(dim=0) normalises each class over the batch, "
+                "not each row over the classes, and changes which class is largest in a row. Use softmax(dim=1), "
+                "or no softmax at all: it does not change which logit of a row is largest.")
+    return " " + otherwise
+
+
 def check_accuracy(accuracy_fn):
     """accuracy_fn(logits [N, C], labels [N]) -> fraction of rows whose largest logit is the label."""
     logits = torch.tensor([[2.0, 1.0, 0.1], [0.1, 3.0, 0.2], [0.3, 0.2, 5.0], [4.0, 0.0, 1.0]])
@@ -35,21 +51,18 @@ def check_accuracy(accuracy_fn):
     for labels, want, what in cases:
         got = _accuracy_value(accuracy_fn, logits, labels)
         if abs(got - want) > 1e-6:
-            if abs(got - want * len(labels)) < 1e-6:
-                hint = " It looks like a count: divide by the number of rows."
-            elif abs(got - want * 100) < 1e-4:
-                hint = " It looks like a percentage: return a fraction between 0 and 1 (do not multiply by 100)."
-            else:
-                hint = " Compare logits.argmax(dim=1) with labels and take the mean of the matches."
+            hint = _accuracy_hint(got, want, logits, labels,
+                                  "Compare logits.argmax(dim=1) with labels and take the mean of the matches.")
             raise CheckFailed(f"accuracy() returned {got:g} for a batch with {what}; expected {want:g}.{hint}")
-    # 1-element and large batches: a common bug is averaging over the wrong dimension
+    # a large random batch: a common bug is reducing over the wrong dimension
     big = torch.randn(257, 10, generator=torch.Generator().manual_seed(0))
     labels = big.argmax(1).clone()
     labels[:57] = (labels[:57] + 1) % 10
     got = _accuracy_value(accuracy_fn, big, labels)
     if abs(got - 200 / 257) > 1e-6:
+        hint = _accuracy_hint(got, 200 / 257, big, labels, "Did you take argmax over dim=1 (the classes)?")
         raise CheckFailed(f"accuracy() returned {got:.4f} on 257 rows of which 200 are right; expected "
-                          f"{200 / 257:.4f}. Did you take argmax over dim=1 (the classes)?")
+                          f"{200 / 257:.4f}.{hint}")
     passed("check_accuracy passed: your accuracy() agrees on 4 hand-made batches.")
 
 
@@ -94,7 +107,8 @@ def check_train_step(train_step_fn):
 
 def check_training_run(train_step_fn, accuracy_fn, train_ds, test_ds, epochs: int = 1, min_accuracy: float = 0.8):
     """Train a fresh SmallCNN with the learner's own train_step and measure it with their own
-    accuracy; passes when the model learns (test accuracy >= min_accuracy)."""
+    accuracy; passes when the model learns (test accuracy >= min_accuracy). Returns None: the pass
+    message states the accuracy, and a returned number would be shown again below it in a notebook."""
     from tqdm.auto import tqdm
 
     from ..data import make_loader
@@ -128,4 +142,3 @@ def check_training_run(train_step_fn, accuracy_fn, train_ds, test_ds, epochs: in
                           f"below {min_accuracy:.0%}: the model is not learning. Check the loss and the "
                           f"order zero_grad -> backward -> step.")
     passed(f"check_training_run passed: your loop trained SmallCNN to {acc:.2%} test accuracy.")
-    return acc

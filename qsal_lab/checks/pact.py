@@ -86,7 +86,9 @@ class _PactSavedContext:
 
 
 def _function_outputs(function, x, alpha, bits, grad):
-    """(y, x.grad, alpha.grad) through autograd, plus backward's raw return value."""
+    """(y, x.grad, alpha.grad) through autograd, backward's raw return value, and whether backward changed
+    its `grad` argument in place. `grad` itself is never handed to the learner's code: an in-place edit
+    (grad_x = grad; grad_x[...] = 0) would otherwise corrupt the numbers the hints are computed from."""
     x = x.clone().requires_grad_(True)
     a = torch.tensor(float(alpha), requires_grad=True)
     y = call(function.apply, "PACTFunction.apply", x, a, bits)
@@ -99,15 +101,17 @@ def _function_outputs(function, x, alpha, bits, grad):
     if not y.requires_grad:
         raise CheckFailed("PACTFunction.apply(...) returned a tensor without a gradient: forward must not detach "
                           "or leave the autograd graph (return a tensor computed from x).")
+    handed = grad.clone()
     try:  # backward's raw return value, to see a per-element alpha gradient that autograd would sum silently
-        raw = function.backward(_PactSavedContext(x.detach(), a.detach()), grad.clone())
+        raw = function.backward(_PactSavedContext(x.detach(), a.detach()), handed)
     except Exception:  # e.g. it reads something else from ctx; the autograd call below reports real errors
         raw = ()
+    edited_in_place = not torch.equal(handed, grad)
     if raw is None:
         raise CheckFailed("PACTFunction.backward() returned None: fill in its TODO so that it returns "
                           "(grad_x, grad_alpha, None).")
     try:
-        y.backward(grad)
+        y.backward(grad.clone())
     except Exception as e:  # wrong number, type or shape of gradients
         hint = ""
         raw_parts = raw if isinstance(raw, (tuple, list)) else ()
@@ -121,7 +125,7 @@ def _function_outputs(function, x, alpha, bits, grad):
             hint = (" bits is a Python int, not a tensor, so it has no gradient: return None in its place "
                     "(not 0): (grad_x, grad_alpha, None).")
         raise CheckFailed(f"backward failed: {type(e).__name__}: {e}.{hint}") from None
-    return y.detach(), x.grad, a.grad, raw
+    return y.detach(), x.grad, a.grad, raw, edited_in_place
 
 
 def check_pact_function(function):
@@ -138,7 +142,7 @@ def check_pact_function(function):
         want_y = pact_quantize(xr, ar, bits)
         want_y.backward(grad)
         want_gx, want_ga = xr.grad, ar.grad
-        y, gx, ga, raw = _function_outputs(function, x, alpha, bits, grad)
+        y, gx, ga, raw, edited_in_place = _function_outputs(function, x, alpha, bits, grad)
         where = f"(alpha={alpha:g}, bits={bits}, upstream gradient 1..{len(x)})"
 
         problem = _first_mismatch(y, want_y.detach(), x, f"forward {where}")
@@ -174,7 +178,11 @@ def check_pact_function(function):
         got, want = ga.item(), want_ga.item()
         if abs(got - want) > 1e-4 * max(1.0, abs(want)):
             hint = " d y / d alpha is 1 where x >= alpha (the output is alpha there) and 0 elsewhere; sum grad times that mask."
-            if abs(got + want) < 1e-4 * max(1.0, abs(want)):
+            if edited_in_place:
+                hint = (" Your backward changed grad in place: grad_x = grad does not copy, so setting grad_x[...] = 0 "
+                        "also zeroed grad where x >= alpha, before the alpha gradient was summed from it. Build a new "
+                        "tensor instead, grad_x = grad * ((x >= 0) & (x < alpha)) (or start from grad.clone()).")
+            elif abs(got + want) < 1e-4 * max(1.0, abs(want)):
                 hint = " The sign is flipped: d y / d alpha = +1 where x >= alpha."
             elif abs(got - (grad * (x > alpha)).sum().item()) < 1e-4:
                 hint = " Include x == alpha in the mask (x >= alpha): the output there is alpha too."

@@ -71,6 +71,14 @@ def test_check_train_step_both_directions(capsys):
      r"accuracy\(\) raised RuntimeError: .*Bool\. .*convert it with \.float\(\) before \.mean\(\)"),
     (lambda logits, labels: (logits.argmax(dim=0) == labels).float().mean(),
      r"accuracy\(\) raised RuntimeError: .*must match the size.*argmax over the classes, logits\.argmax\(dim=1\)"),
+
+    # a softmax over the batch changes which class is largest in some rows: the hint names the softmax,
+    # not the argmax the learner already takes over dim=1
+    (lambda logits, labels: (logits.softmax(dim=0).argmax(dim=1) == labels).float().mean(),
+     r"returned 0\.6887 on 257 rows of which 200 are right; expected 0\.7782\. That is what a softmax over dim=0 "
+     r"gives: .*Use softmax\(dim=1\), or no softmax at all"),
+    (lambda logits, labels: (F.log_softmax(logits, dim=0).argmax(1) == labels).float().mean().item(),
+     r"That is what a softmax over dim=0 gives"),
 ])
 def test_check_accuracy_names_common_mistakes(bad, message):
     with pytest.raises(CheckFailed, match=message):
@@ -98,3 +106,25 @@ def test_check_training_run_checks_accuracy_before_training():
     with pytest.raises(CheckFailed, match=r"accuracy\(\) returned 2 for 3 rows of which 2 are right; expected "
                                           r"0\.6667\. Pass check_accuracy first"):
         check_training_run(must_not_train, lambda logits, labels: (logits.argmax(1) == labels).sum(), None, None)
+
+
+def test_check_accuracy_softmax_over_the_classes_passes(capsys):
+    check_accuracy(lambda logits, labels: (logits.softmax(dim=1).argmax(dim=1) == labels).float().mean())
+    assert "✅ check_accuracy passed" in capsys.readouterr().out
+
+
+def test_check_accuracy_flat_argmax_keeps_the_argmax_hint():
+    # no softmax involved: the hint must not blame one
+    with pytest.raises(CheckFailed) as e:
+        check_accuracy(lambda logits, labels: (logits.argmax() == labels).float().mean())
+    assert "softmax" not in str(e.value) and "logits.argmax(dim=1)" in str(e.value)
+
+
+def test_check_training_run_passes_and_returns_nothing(mnist_root, capsys):
+    # a notebook cell shows a returned value below the pass message; the pass message already has the accuracy
+    from qsal_lab.data import load_dataset
+
+    train_ds = load_dataset("mnist", "train", subset=512, seed=0)
+    test_ds = load_dataset("mnist", "test", subset=256, seed=0)
+    assert check_training_run(good_step, good_accuracy, train_ds, test_ds, epochs=1, min_accuracy=0.0) is None
+    assert "✅ check_training_run passed: your loop trained SmallCNN to" in capsys.readouterr().out

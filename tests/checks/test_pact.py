@@ -97,6 +97,31 @@ def test_backward_bugs_are_named(backward, message):
     assert message in str(e.value)
 
 
+def in_place_backward(grad, x, alpha):
+    grad_x = grad  # not a copy: the next line zeroes grad itself, before grad_alpha is summed from it
+    grad_x[(x < 0) | (x >= alpha)] = 0
+    grad_alpha = (grad * (x >= alpha)).sum()
+    return grad_x, grad_alpha, None
+
+
+def test_an_in_place_edit_of_grad_is_named():
+    # the learner's mask is already x >= alpha: the hint must be about the in-place edit, not about the mask
+    with pytest.raises(CheckFailed) as e:
+        check_pact_function(make_function(in_place_backward))
+    message = str(e.value)
+    assert "expected 33, got 0. Your backward changed grad in place: grad_x = grad does not copy" in message
+    assert "Include x == alpha" not in message
+
+
+def test_an_in_place_edit_after_summing_the_alpha_gradient_passes(capsys):
+    def edit_after_sum(grad, x, alpha):
+        grad_alpha = (grad * (x >= alpha)).sum()
+        grad[(x < 0) | (x >= alpha)] = 0
+        return grad, grad_alpha, None
+    check_pact_function(make_function(edit_after_sum))
+    assert "check_pact_function passed" in capsys.readouterr().out
+
+
 def test_function_check_reports_an_unfinished_forward_first():
     with pytest.raises(CheckFailed, match="returned None: its forward returns pact_forward"):
         check_pact_function(make_function(lambda g, x, a: None, forward=lambda x, a, b: None))

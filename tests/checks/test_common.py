@@ -1,0 +1,92 @@
+"""What all checks share: a failed check shows in Jupyter as its message alone (QSAL_DEBUG=1: the full
+traceback), and the cell still fails with the exception's name and message."""
+import sys
+import types
+
+import pytest
+
+from qsal_lab.checks import common
+from qsal_lab.checks.common import CheckFailed, show_check_failure
+
+
+class RecordingShell:
+    """The two methods of an IPython shell that show_check_failure calls, recording what they get."""
+
+    def __init__(self):
+        self.shown, self.full = [], []
+
+    def _showtraceback(self, etype, evalue, stb):
+        self.shown.append((etype, evalue, stb))
+
+    def showtraceback(self, exc_tuple=None, tb_offset=None):
+        self.full.append(exc_tuple)
+
+
+def raised_check_failure(message="accuracy() returned None: fill in its TODO so that it returns a number."):
+    try:
+        raise CheckFailed(message)
+    except CheckFailed:
+        return sys.exc_info()
+
+
+def test_a_failed_check_shows_its_message_and_nothing_else(monkeypatch):
+    monkeypatch.delenv("QSAL_DEBUG", raising=False)
+    shell = RecordingShell()
+    etype, value, tb = raised_check_failure()
+    show_check_failure(shell, etype, value, tb)
+    assert shell.full == []
+    # ipykernel turns exactly these three into the cell's error output: ename, evalue and the lines shown
+    assert shell.shown == [(CheckFailed, value, ["CheckFailed: accuracy() returned None: fill in its TODO so that "
+                                                 "it returns a number."])]
+    assert sys.last_value is value and sys.last_traceback is tb  # %tb and %debug still find the full story
+
+
+@pytest.mark.parametrize("debug", ["1", "yes"])
+def test_qsal_debug_shows_the_full_traceback(monkeypatch, debug):
+    monkeypatch.setenv("QSAL_DEBUG", debug)
+    shell = RecordingShell()
+    etype, value, tb = raised_check_failure()
+    show_check_failure(shell, etype, value, tb)
+    assert shell.shown == [] and shell.full == [(etype, value, tb)]
+
+
+def test_qsal_debug_0_keeps_the_short_message(monkeypatch):
+    monkeypatch.setenv("QSAL_DEBUG", "0")
+    shell = RecordingShell()
+    show_check_failure(shell, *raised_check_failure("x"))
+    assert shell.shown[0][2] == ["CheckFailed: x"] and shell.full == []
+
+
+def test_the_handler_is_registered_inside_ipython_only(monkeypatch):
+    registered = []
+    shell = types.SimpleNamespace(set_custom_exc=lambda exc_tuple, handler: registered.append((exc_tuple, handler)))
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+    common._install_ipython_handler()
+    assert registered == [((CheckFailed,), show_check_failure)]
+    # IPython imported but no shell running (a plain script or pytest): nothing to register, no error
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
+    common._install_ipython_handler()
+    monkeypatch.delitem(sys.modules, "IPython")
+    common._install_ipython_handler()
+    assert len(registered) == 1
+
+
+def test_a_real_ipython_shell_shows_one_line_and_records_the_error(monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    monkeypatch.delenv("QSAL_DEBUG", raising=False)
+    had_shell = InteractiveShell.initialized()
+    shell = InteractiveShell.instance()
+    shown = []
+    monkeypatch.setattr(shell, "_showtraceback",
+                        lambda etype, evalue, stb: shown.append((etype.__name__, str(evalue), stb)))
+    shell.set_custom_exc((CheckFailed,), show_check_failure)
+    try:
+        shell.user_ns["CheckFailed"] = CheckFailed
+        result = shell.run_cell("raise CheckFailed('train_step() returned None')")
+    finally:
+        shell.set_custom_exc((), None)
+        if not had_shell:  # leave no IPython shell behind for the tests that follow
+            InteractiveShell.clear_instance()
+    assert isinstance(result.error_in_exec, CheckFailed)  # the cell failed, so nbclient and nbval see an error
+    assert shown == [("CheckFailed", "train_step() returned None", ["CheckFailed: train_step() returned None"])]
