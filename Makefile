@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Re-install only when the project's dependencies change.
 INSTALLED = $(VENV)/.qsal-installed
 
-.PHONY: venv install book test exercises bench clean
+.PHONY: venv install book test exercises bench vendor clean
 
 venv install: $(INSTALLED)
 
@@ -40,6 +40,11 @@ exercises: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) bench/quant_mnist.py
+
+# Re-fetch the JavaScript the book loads offline (book/_static/vendor/) from npm at the pinned
+# versions in tools/vendor_assets.sh; needs npm. The result is committed.
+vendor:
+	tools/vendor_assets.sh
 
 clean:
 	rm -rf _build .pytest_cache
