@@ -1,6 +1,7 @@
 """Datasets: one entry point, `load_dataset(name, split)`, over the official loaders.
 
-torchvision (MNIST, Fashion-MNIST, CIFAR-10) and medmnist (every 2D MedMNIST flag) read and
+torchvision (MNIST, Fashion-MNIST, CIFAR-10) and medmnist (every 2D MedMNIST flag, at 28x28 or,
+for users who download them, 64, 128 or 224 pixels: 'pneumoniamnist_64' or `size=64`) read and
 download the files; this module checks them against the official MD5s, keeps the images in
 memory as uint8, normalises per batch item, and draws stratified, seeded subsets for small
 budgets. Where the data lives: the `root` argument, else `$QSAL_DATA`, else a per-user cache.
@@ -11,8 +12,10 @@ table and figure made from it is labelled.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +86,24 @@ _SOURCES = {
 }
 
 
+MEDMNIST_SIZES = (28, 64, 128, 224)  # MedMNIST+ image sizes of the 2D flags; 28 is MedMNIST v2's
+
+
 def _medmnist_info():
     from medmnist import INFO
     # Only the 2D flags: the 3D volumes need other models.
     return {k: v for k, v in INFO.items() if not k.endswith("3d")}
+
+
+def _medmnist_3d_flags() -> list[str]:
+    from medmnist import INFO
+    return sorted(k for k in INFO if k.endswith("3d"))
+
+
+def _medmnist_size(name: str) -> tuple[str, int]:
+    """('pneumoniamnist', 64) from the canonical name 'pneumoniamnist_64'; size 28 has no suffix."""
+    flag, _, size = name.partition("_")
+    return flag, int(size) if size else 28
 
 
 def _info_for(name: str) -> DatasetInfo:
@@ -101,31 +118,57 @@ def _info_for(name: str) -> DatasetInfo:
         return DatasetInfo("cifar10-standin", "CIFAR-10 stand-in (synthetic)", 10, 3, 32, "multi-class",
                            tuple(f"standin-{i}" for i in range(10)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
                            standin=True)
-    med = _medmnist_info()[name]
+    flag, size = _medmnist_size(name)
+    med = _medmnist_info()[flag]
     task = "multi-label" if med["task"].startswith("multi-label") else med["task"]
     labels = tuple(med["label"][k] for k in sorted(med["label"], key=int))
     c = med["n_channels"]
+    display = med["python_class"] + ("" if size == 28 else f" ({size}x{size})")
     # MedMNIST v2's own recipe normalises every channel with mean 0.5, std 0.5.
-    return DatasetInfo(name, med["python_class"], len(labels), c, 28, task, labels,
+    return DatasetInfo(name, display, len(labels), c, size, task, labels,
                        (0.5,) * c, (0.5,) * c, splits=("train", "val", "test"))
 
 
 def available_datasets() -> list[str]:
+    """Every dataset name at its default size (MedMNIST flags also take a size suffix: 'pathmnist_64')."""
     return ["mnist", "fashionmnist", "cifar10"] + sorted(_medmnist_info())
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Facts about a dataset (classes, channels, normalisation) without loading it."""
-    return _info_for(_canonical(name))
+def dataset_info(name: str, size: int | None = None) -> DatasetInfo:
+    """Facts about a dataset (classes, channels, image size, normalisation) without loading it.
+    size: for MedMNIST flags, 28 (default), 64, 128 or 224, the same as the suffix in 'pathmnist_64'."""
+    return _info_for(_canonical(name, size))
 
 
-def _canonical(name: str) -> str:
-    key = name.lower().replace("-", "").replace("_", "")
-    if key in ("cifar10standin", "standin"):
+def _canonical(name: str, size: int | None = None) -> str:
+    """The dataset's key: 'mnist', ..., a 2D MedMNIST flag ('pathmnist'), or a flag with its image size
+    ('pathmnist_64'). Case, '-' and '_' do not matter; a 3D flag or a size MedMNIST lacks is refused."""
+    if not isinstance(name, str):
+        raise DataError(f"a dataset name is a string such as 'pneumoniamnist', got {name!r}")
+    key = name.lower().replace("-", "")
+    match = re.fullmatch(r"([a-z0-9_]*?mnist)_?(\d+)", key) if not key.endswith("3d") else None
+    flag, suffix = (match.group(1).replace("_", ""), int(match.group(2))) if match else (key.replace("_", ""), None)
+    if flag in ("cifar10standin", "standin"):
         return "cifar10-standin"
-    if key not in available_datasets():
-        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(available_datasets())}")
-    return key
+    if any(flag.startswith(f) for f in _medmnist_3d_flags()):
+        raise DataError(f"{name!r} is a 3D MedMNIST flag (volumes, not images); qsal_lab's models classify "
+                        f"2D images, so use one of the 2D flags: {', '.join(sorted(_medmnist_info()))}")
+    if flag not in available_datasets():
+        close = difflib.get_close_matches(flag, available_datasets(), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(available_datasets())}{hint}")
+    if suffix is not None and size is not None and suffix != size:
+        raise DataError(f"dataset {name!r} says size {suffix} but size={size} was asked for; give the size once")
+    size = suffix if suffix is not None else size
+    if size is None:
+        return flag
+    if flag not in _medmnist_info():
+        raise DataError(f"{flag} comes in one size; image sizes ({', '.join(map(str, MEDMNIST_SIZES))}) "
+                        f"are for MedMNIST flags only")
+    if size not in MEDMNIST_SIZES:
+        raise DataError(f"MedMNIST images come in sizes {', '.join(map(str, MEDMNIST_SIZES))} pixels; "
+                        f"got {size} for {flag}")
+    return flag if size == 28 else f"{flag}_{size}"
 
 
 def default_root() -> Path:
@@ -151,7 +194,9 @@ def expected_files(name: str) -> dict[str, str]:
         return dict(_TORCHVISION_FILES[name])
     if name == "cifar10-standin":
         return {}
-    return {f"medmnist/{name}.npz": _medmnist_info()[name]["MD5"]}
+    flag, size = _medmnist_size(name)
+    suffix = "" if size == 28 else f"_{size}"
+    return {f"medmnist/{flag}{suffix}.npz": _medmnist_info()[flag][f"MD5{suffix}"]}
 
 
 def check_files(name: str, root: str | Path | None = None) -> dict[str, str]:
@@ -177,9 +222,13 @@ def _raise_missing(name: str, root: Path, cause: Exception | None = None):
         lines[0] += f" and could not be downloaded ({type(cause).__name__}: {str(cause).splitlines()[0][:160]})"
     lines.append("expected files (path: official MD5):")
     lines += [f"  {root / rel}: {md5}" for rel, md5 in expected_files(name).items()]
-    source = _SOURCES.get(name, f"medmnist.{_medmnist_info().get(name, {}).get('python_class', '?')}"
-                                f"(split=..., root='{root}/medmnist', download=True) "
-                                f"from {_medmnist_info().get(name, {}).get('url', '')}")
+    if name in _SOURCES:
+        source = _SOURCES[name]
+    else:
+        flag, size = _medmnist_size(name)
+        med, suffix = _medmnist_info()[flag], "" if size == 28 else f"_{size}"
+        source = (f"medmnist.{med['python_class']}(split=..., root='{root}/medmnist', "
+                  f"{'' if size == 28 else f'size={size}, '}download=True) from {med.get('url' + suffix, '')}")
     lines.append(f"get them from {source}, or point QSAL_DATA (or root=) at a folder that has them.")
     if not root.is_absolute():  # notebooks run from their own folder, so a relative root moves with them
         lines.append(f"note: {root} is a relative path, read from the current folder {Path.cwd()}; "
@@ -219,9 +268,10 @@ def _read_official(name: str, split: str, root: Path, download: bool):
 
     import medmnist
 
-    med = _medmnist_info()[name]
+    flag, size = _medmnist_size(name)
+    med = _medmnist_info()[flag]
     folder = root / "medmnist"
-    if not (folder / f"{name}.npz").exists():
+    if not (root / next(iter(expected_files(name)))).exists():
         if not download:
             _raise_missing(name, root)
         try:
@@ -229,7 +279,7 @@ def _read_official(name: str, split: str, root: Path, download: bool):
         except OSError as e:
             _raise_missing(name, root, e)
     try:
-        ds = getattr(medmnist, med["python_class"])(split=split, root=str(folder), download=download)
+        ds = getattr(medmnist, med["python_class"])(split=split, root=str(folder), download=download, size=size)
     except Exception as e:
         _raise_missing(name, root, e)
     labels = np.asarray(ds.labels)
@@ -240,12 +290,13 @@ def _read_official(name: str, split: str, root: Path, download: bool):
 class ImageDataset(Dataset):
     """uint8 images in memory, normalised per item: (float tensor CxHxW, label)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, info: DatasetInfo, split: str, augment: bool = False):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, info: DatasetInfo, split: str,
+                 augment: bool | str = False):
         if images.ndim == 3:
             images = images[..., None]
         self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()  # N,C,H,W
         self.labels = torch.from_numpy(labels)
-        self.info, self.split, self.augment = info, split, augment
+        self.info, self.split, self.augment = info, split, check_augment(augment)
         self._mean = torch.tensor(info.mean).view(-1, 1, 1)
         self._std = torch.tensor(info.std).view(-1, 1, 1)
 
@@ -254,8 +305,10 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, i):
         x = self.images[i].float().div_(255)
-        if self.augment:  # the standard CIFAR recipe: 4-pixel padded random crop + horizontal flip
+        if self.augment == "crop_flip":  # the standard CIFAR recipe: 4-pixel padded random crop + horizontal flip
             x = _random_crop_flip(x)
+        elif self.augment == "shift":  # up to 2 pixels each way, no flip: an X-ray's left and right differ
+            x = _random_crop_flip(x, pad=2, flip=False)
         return (x - self._mean) / self._std, self.labels[i]
 
     @property
@@ -266,11 +319,26 @@ class ImageDataset(Dataset):
         return f"ImageDataset({self.info.display_name}, split={self.split}, n={len(self)})"
 
 
-def _random_crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+AUGMENTATIONS = ("crop_flip", "shift")  # True means "crop_flip"
+
+
+def check_augment(augment) -> str | None:
+    """None (no augmentation), 'crop_flip' (4-pixel padded random crop + flip; also True) or 'shift' (+-2 px)."""
+    if augment is None or augment is False:
+        return None
+    if augment is True:
+        return "crop_flip"
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose False, True (= 'crop_flip') or one of: "
+                         f"{', '.join(AUGMENTATIONS)}")
+    return augment
+
+
+def _random_crop_flip(x: torch.Tensor, pad: int = 4, flip: bool = True) -> torch.Tensor:
     x = torch.nn.functional.pad(x, (pad,) * 4)
     i, j = torch.randint(0, 2 * pad + 1, (2,)).tolist()
     x = x[:, i: i + x.shape[1] - 2 * pad, j: j + x.shape[2] - 2 * pad]
-    return x.flip(2) if torch.rand(()) < 0.5 else x
+    return x.flip(2) if flip and torch.rand(()) < 0.5 else x
 
 
 def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
@@ -299,17 +367,21 @@ def _standin_requested(standin: bool | None) -> bool:
 
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None, download: bool = True,
-                 subset: int | None = None, seed: int = 0, augment: bool = False,
-                 standin: bool | None = None) -> ImageDataset:
+                 subset: int | None = None, seed: int = 0, augment: bool | str = False,
+                 standin: bool | None = None, size: int | None = None) -> ImageDataset:
     """Load a dataset split as an `ImageDataset` of (normalised image, label).
 
-    name: 'mnist', 'fashionmnist', 'cifar10' or any 2D MedMNIST flag ('pneumoniamnist', ...).
+    name: 'mnist', 'fashionmnist', 'cifar10' or any 2D MedMNIST flag ('pneumoniamnist', ...), optionally
+    with its image size ('pneumoniamnist_64').
     split: 'train' or 'test' ('val' too for MedMNIST).
     subset: keep only this many examples, stratified by class and seeded by `seed`.
-    augment: random crop + flip for training (used for CIFAR-10).
+    augment: True or 'crop_flip' (random crop + flip, used for CIFAR-10), 'shift' (+-2 px, for X-rays).
     standin: for 'cifar10' only, use the synthetic stand-in (default: `$QSAL_STANDIN`).
+    size: MedMNIST image size, 28 (default), 64, 128 or 224 (medmnist's `size`; the files are
+    <flag>_<size>.npz, downloaded on first use like the 28x28 ones).
     """
-    key = _canonical(name)
+    key = _canonical(name, size)
+    augment = check_augment(augment)
     if key == "cifar10" and _standin_requested(standin):
         key = "cifar10-standin"
     info = _info_for(key)
@@ -373,9 +445,27 @@ def make_standin(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarr
 
 
 def make_loader(ds: Dataset, batch_size: int = 128, train: bool = False, seed: int = 0,
-                epoch: int = 0, num_workers: int = 0) -> DataLoader:
+                epoch: int = 0, num_workers: int = 0, sample_weights=None) -> DataLoader:
     """A DataLoader whose shuffle order depends only on (seed, epoch), so a resumed run sees
-    exactly the batches an uninterrupted one would have seen."""
+    exactly the batches an uninterrupted one would have seen.
+
+    sample_weights (training only): instead of shuffling, draw len(ds) examples with replacement,
+    example i with probability proportional to sample_weights[i] (e.g. `balanced_sample_weights`),
+    again a function of (seed, epoch)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    if train and sample_weights is not None:
+        sampler = torch.utils.data.WeightedRandomSampler(torch.as_tensor(sample_weights, dtype=torch.double),
+                                                         num_samples=len(ds), replacement=True, generator=g)
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False)
     return DataLoader(ds, batch_size=batch_size, shuffle=train, generator=g if train else None,
                       num_workers=num_workers, drop_last=False)
+
+
+def balanced_sample_weights(labels: torch.Tensor) -> torch.Tensor:
+    """Per-example weights 1 / (count of its class): a sampler drawing with them sees every class equally often."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim > 1:
+        raise ValueError("class-balanced sampling needs one class per example; multi-label data (ChestMNIST) "
+                         "has several: use a weighted loss (pos_weight per label) instead")
+    counts = torch.bincount(labels)
+    return 1.0 / counts[labels].double()

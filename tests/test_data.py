@@ -10,7 +10,7 @@ from qsal_lab.data import DataError, dataset_info, load_dataset, make_loader, st
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(DataError, match=r"unknown dataset 'mnits'; valid names: mnist, fashionmnist, cifar10, .*pneumoniamnist"):
+    with pytest.raises(DataError, match=r"unknown dataset 'mnits'; valid names: mnist, fashionmnist, cifar10, .*pneumoniamnist.*; did you mean 'mnist'\?"):
         load_dataset("mnits")
 
 
@@ -24,7 +24,7 @@ def test_every_2d_medmnist_flag_is_known():
         assert info.splits == ("train", "val", "test")
     assert dataset_info("chestmnist").task == "multi-label"
     assert dataset_info("PneumoniaMNIST").task == "binary-class"  # names are case-insensitive
-    with pytest.raises(DataError, match="unknown dataset"):
+    with pytest.raises(DataError, match="'organmnist3d' is a 3D MedMNIST flag"):
         dataset_info("organmnist3d")
 
 
@@ -137,3 +137,99 @@ def test_data_root_resolution(monkeypatch, tmp_path):
     monkeypatch.delenv("QSAL_DATA")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert data.default_root() == tmp_path / "cache" / "qsal_lab" / "data"
+
+
+# ----------------------------------------------------------------------------- every 2D MedMNIST flag, every size
+
+TWO_D = ["bloodmnist", "breastmnist", "chestmnist", "dermamnist", "octmnist", "organamnist", "organcmnist",
+         "organsmnist", "pathmnist", "pneumoniamnist", "retinamnist", "tissuemnist"]
+
+
+@pytest.mark.parametrize("size", data.MEDMNIST_SIZES)
+def test_every_2d_flag_at_every_size(size):
+    from medmnist import INFO
+    for flag in TWO_D:
+        for name, kwargs in ((f"{flag}_{size}", {}), (flag, {"size": size})):
+            info = dataset_info(name, **kwargs)
+            assert info.image_size == size and info.name == (flag if size == 28 else f"{flag}_{size}")
+            suffix = "" if size == 28 else f"_{size}"
+            assert data.expected_files(info.name) == {f"medmnist/{flag}{suffix}.npz": INFO[flag][f"MD5{suffix}"]}
+    assert dataset_info("pathmnist_64").display_name == "PathMNIST (64x64)"
+    assert dataset_info("retinamnist").task == "ordinal-regression"
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("organmnist3d", {}, "'organmnist3d' is a 3D MedMNIST flag .* use one of the 2D flags: bloodmnist, "),
+    ("NoduleMNIST3D", {}, "is a 3D MedMNIST flag"),
+    ("pneumonia", {}, r"unknown dataset 'pneumonia'; valid names: mnist, .*; did you mean 'pneumoniamnist'\?"),
+    ("pneumoniamnist_32", {}, "MedMNIST images come in sizes 28, 64, 128, 224 pixels; got 32"),
+    ("pneumoniamnist", {"size": 100}, "got 100 for pneumoniamnist"),
+    ("pneumoniamnist_64", {"size": 128}, "says size 64 but size=128 was asked for"),
+    ("mnist", {"size": 64}, "mnist comes in one size"),
+])
+def test_wrong_and_3d_flags_are_explained(name, kwargs, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(name, **kwargs)
+
+
+def test_a_flag_whose_file_is_missing_names_the_file_md5_and_source(tmp_path):
+    from medmnist import INFO
+    for name, file, md5 in (("dermamnist", "dermamnist.npz", INFO["dermamnist"]["MD5"]),
+                            ("dermamnist_128", "dermamnist_128.npz", INFO["dermamnist"]["MD5_128"])):
+        with pytest.raises(DataError) as e:
+            load_dataset(name, "train", root=tmp_path, download=False)
+        msg = str(e.value)
+        assert f"dataset {name!r} is not available under {tmp_path}" in msg
+        assert f"{tmp_path / 'medmnist' / file}: {md5}" in msg and "medmnist.DermaMNIST(split=..." in msg
+    assert "size=128, download=True" in msg and INFO["dermamnist"]["url_128"] in msg
+
+
+def test_a_synthetic_file_in_medmnist_layout_loads_like_the_real_ones(tmp_path, monkeypatch):
+    from tests.fixtures.medmnist import SPLITS, synthetic_medmnist
+
+    root = synthetic_medmnist(monkeypatch, tmp_path, "bloodmnist")
+    sizes = {s: len(load_dataset("bloodmnist", s, root=root)) for s in ("train", "val", "test")}
+    assert sizes == SPLITS
+    ds = load_dataset("bloodmnist", "test", root=root)
+    x, y = ds[0]
+    assert x.shape == (3, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64 and ds.labels.ndim == 1
+    assert ds.labels.unique().tolist() == list(range(8))
+    chest = load_dataset("chestmnist", "val", root=synthetic_medmnist(monkeypatch, tmp_path, "chestmnist"))
+    assert chest.labels.shape == (80, 14) and chest.labels.dtype == torch.float32
+    big = load_dataset("bloodmnist", "val", size=64, root=synthetic_medmnist(monkeypatch, tmp_path, "bloodmnist", 64))
+    assert big[0][0].shape == (3, 64, 64) and big.info.image_size == 64
+
+
+def test_a_synthetic_file_fails_the_official_md5(tmp_path):
+    from tests.fixtures.medmnist import write_synthetic_medmnist
+
+    write_synthetic_medmnist(tmp_path, "dermamnist")
+    with pytest.raises(DataError, match="dermamnist' has corrupt files: .*expected md5"):
+        load_dataset("dermamnist", "train", root=tmp_path)
+
+
+def test_shift_augmentation_moves_without_flipping():
+    torch.manual_seed(0)
+    x = torch.zeros(1, 28, 28)
+    x[0, 10:12, 3:5] = 1.0  # a 2x2 spot on the left
+    for _ in range(20):
+        shifted = data._random_crop_flip(x, pad=2, flip=False)
+        ys, xs = shifted[0].nonzero(as_tuple=True)
+        assert shifted.shape == x.shape and len(ys) == 4
+        assert 8 <= ys.min() <= 12 and 1 <= xs.min() <= 5  # moved by at most 2 px, still on the left
+    assert data.check_augment(True) == "crop_flip" and data.check_augment(False) is None
+    with pytest.raises(ValueError, match="unknown augmentation 'rotate'"):
+        data.check_augment("rotate")
+
+
+def test_balanced_sampler_evens_out_the_classes_reproducibly():
+    labels = torch.tensor([0] * 100 + [1] * 900)
+    ds = torch.utils.data.TensorDataset(torch.zeros(1000, 1), labels)
+    weights = data.balanced_sample_weights(labels)
+    draw = lambda epoch: torch.cat([y for _, y in make_loader(ds, 250, train=True, seed=3, epoch=epoch,  # noqa: E731
+                                                                sample_weights=weights)])
+    first = draw(0)
+    assert len(first) == 1000 and 400 < (first == 0).sum() < 600  # about half, not a tenth
+    assert torch.equal(first, draw(0)) and not torch.equal(first, draw(1))
+    with pytest.raises(ValueError, match="class-balanced sampling needs one class per example"):
+        data.balanced_sample_weights(torch.zeros(4, 3))
