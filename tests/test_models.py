@@ -29,3 +29,15 @@ def test_every_relu_is_its_own_module(name):
     model = build_model(name, in_channels=3)
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     assert len(relus) == len({id(m) for m in relus}) >= 3
+
+
+def test_resnet18_width_scales_the_channels():
+    half = build_model("resnet18", num_classes=2, in_channels=1, width=0.5)
+    assert [half.conv1.out_channels, half.fc.in_features] == [32, 256]
+    assert 2_780_000 < count_parameters(half) < 2_800_000  # about a quarter of width 1's 11.17 M
+    assert half(torch.randn(2, 1, 28, 28)).shape == (2, 2)
+    assert count_parameters(build_model("resnet18", width=1.0)) == count_parameters(build_model("resnet18"))
+    with pytest.raises(ValueError, match="width=0.5 applies to resnet18 only, not 'smallcnn'"):
+        build_model("smallcnn", width=0.5)
+    with pytest.raises(ValueError, match="width must be a number > 0"):
+        build_model("resnet18", width=0)
