@@ -109,7 +109,8 @@ def build_from_spec(spec: dict) -> nn.Module:
     """A model from the `model_spec` a checkpoint stores (architecture + optional quantization)."""
     from .models import build_model
 
-    model = build_model(spec["model"], spec["num_classes"], spec["in_channels"], spec["image_size"])
+    model = build_model(spec["model"], spec["num_classes"], spec["in_channels"], spec["image_size"],
+                        width=spec.get("width", 1.0))
     if spec.get("quant"):
         from .quant import QATConfig, quantize_model
         quantize_model(model, QATConfig(**spec["quant"]))
@@ -142,6 +143,28 @@ def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> to
     if y.ndim > 1:
         return F.binary_cross_entropy_with_logits(logits, y.float())
     return F.cross_entropy(logits, y)
+
+
+IMBALANCE = ("none", "weighted_loss", "sampler")
+
+
+def class_weighted_loss(labels: torch.Tensor, num_classes: int | None = None) -> Callable:
+    """Cross-entropy with class c weighted N / (K * n_c), so every class weighs as much in all as it would if
+    the classes were balanced (multi-label: binary cross-entropy with pos_weight n_negative / n_positive)."""
+    labels = torch.as_tensor(labels)
+    if labels.ndim > 1:
+        positives = labels.float().sum(0).clamp(min=1)
+        pos_weight = (len(labels) - positives) / positives
+
+        def loss(model, x, y):
+            return F.binary_cross_entropy_with_logits(model(x), y.float(), pos_weight=pos_weight.to(x.device))
+        return loss
+    counts = torch.bincount(labels, minlength=num_classes or 0).float()
+    weight = len(labels) / (len(counts) * counts.clamp(min=1))
+
+    def loss(model, x, y):
+        return F.cross_entropy(model(x), y, weight=weight.to(x.device))
+    return loss
 
 
 def train_step(model: nn.Module, x, y, optimizer, loss_fn=cross_entropy_loss) -> float:
@@ -188,7 +211,7 @@ def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, bat
         optimizer: str = "adamw", weight_decay: float = 1e-4, alpha_lr_scale: float = 1.0, seed: int = 0,
         device: str = "auto", loss_fn: Callable = cross_entropy_loss, step_fn: Callable | None = None,
         log_fn: Callable | None = None, out: str | Path | None = None, model_spec: dict | None = None,
-        config: dict | None = None, resume: bool = True, progress: bool = True) -> History:
+        config: dict | None = None, resume: bool = True, progress: bool = True, sample_weights=None) -> History:
     """Train with a one-cycle learning-rate schedule and evaluate on `test_ds` after every epoch.
 
     loss_fn(model, x, y) -> scalar loss: swap it to add a regulariser (PACT's alpha L2).
@@ -198,7 +221,8 @@ def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, bat
     extra per-epoch records (e.g. PACT's clipping levels). With `out`, checkpoints go to
     out/checkpoint.pt and the final metrics to out/metrics.json; `model_spec` lets
     `load_checkpoint` rebuild the model. alpha_lr_scale: PACT's clipping levels learn at
-    lr * alpha_lr_scale (see `make_optimizer`).
+    lr * alpha_lr_scale (see `make_optimizer`). sample_weights: draw each epoch's examples with replacement
+    with these weights instead of shuffling (`data.balanced_sample_weights`: class-balanced sampling).
     """
     if step_fn is None:
         def step_fn(m, x, y, o):
@@ -232,7 +256,8 @@ def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, bat
         torch.manual_seed(seed * 1000 + epoch)  # dropout/augmentation RNG: a function of the epoch
         model.train()
         t0, total, count = time.perf_counter(), 0.0, 0
-        loader = make_loader(train_ds, batch_size=batch_size, train=True, seed=seed, epoch=epoch)
+        loader = make_loader(train_ds, batch_size=batch_size, train=True, seed=seed, epoch=epoch,
+                             sample_weights=sample_weights)
         for x, y in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not progress):
             x, y = x.to(dev), y.to(dev)
             total += step_fn(model, x, y, opt) * len(x)
@@ -271,14 +296,18 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
                 quant=None, sgt=None, init_from: str | Path | None = None, epochs: int | None = None,
                 lr: float | None = None, batch_size: int | None = None, train_subset: int | None = None,
                 test_subset: int | None = None, seed: int = 0, device: str = "auto", root: str | None = None,
-                progress: bool = True, resume: bool = True):
+                progress: bool = True, resume: bool = True, width: float = 1.0, imbalance: str | None = None,
+                augment: bool | str | None = None):
     """Train `model` on `dataset` with the budget's recipe; returns (model, history).
 
     quant: a `QATConfig` for PACT quantization-aware training (None = full precision).
     sgt: an `SGTConfig` for saliency-guided training (qsal_lab.saliency), of a float or, with
     `quant`, a PACT model (the paper's scheme; PACT's alpha L2 is still added).
     init_from: a checkpoint to start from (e.g. QAT fine-tuning of a trained float model).
-    Every other argument overrides one field of the recipe (see `qsal_lab.budget.recipe`).
+    width: ResNet-18's channel multiplier (`build_model`). imbalance: 'weighted_loss' (class-weighted
+    cross-entropy, see `class_weighted_loss`), 'sampler' (class-balanced sampling with replacement) or
+    None / 'none'; SGT's own cross-entropy is unweighted, so with `sgt` use the sampler.
+    Every other argument (augment too) overrides one field of the recipe (see `qsal_lab.budget.recipe`).
     """
     from .budget import current_budget, recipe
     from .data import dataset_info, load_dataset
@@ -286,8 +315,14 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
 
     budget = current_budget(budget)
     r = recipe(model, budget, epochs=epochs, lr=lr, batch_size=batch_size,
-               train_subset=train_subset, test_subset=test_subset)
+               train_subset=train_subset, test_subset=test_subset, augment=augment)
     info = dataset_info(dataset)
+    imbalance = imbalance or "none"
+    if imbalance not in IMBALANCE:
+        raise ValueError(f"unknown imbalance handling {imbalance!r}; choose one of: {', '.join(IMBALANCE)}")
+    if imbalance == "weighted_loss" and sgt is not None:
+        raise ValueError("imbalance='weighted_loss' does not reach saliency-guided training's own cross-entropy; "
+                         "use imbalance='sampler' with sgt")
     if sgt is not None:
         from .saliency import SGTConfig
 
@@ -301,14 +336,25 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
     test_ds = load_dataset(dataset, "test", root=root, subset=r.test_subset, seed=seed)
     spec = {"model": model, "num_classes": info.num_classes, "in_channels": info.in_channels,
             "image_size": info.image_size, "dataset": info.name}
-    net = build_model(model, info.num_classes, info.in_channels, info.image_size)
+    if width != 1:
+        spec["width"] = width
+    net = build_model(model, info.num_classes, info.in_channels, info.image_size, width=width)
     if init_from is not None:
         start, ckpt = load_checkpoint(init_from)
         if ckpt["model_spec"]["model"] != model or ckpt["model_spec"]["num_classes"] != info.num_classes:
             raise ValueError(f"--init-from {init_from} holds a {ckpt['model_spec']['model']} for "
                              f"{ckpt['model_spec'].get('dataset')}, not a {model} for {info.name}")
+        if ckpt["model_spec"].get("width", 1.0) != width:
+            raise ValueError(f"--init-from {init_from} holds a {model} of width {ckpt['model_spec'].get('width', 1.0)}, "
+                             f"not {width}; pass width={ckpt['model_spec'].get('width', 1.0)}")
         net.load_state_dict(start.state_dict(), strict=False)
-    loss_fn, log_fn, penalty = cross_entropy_loss, None, None
+    base_loss, sample_weights = cross_entropy_loss, None
+    if imbalance == "weighted_loss":
+        base_loss = class_weighted_loss(train_ds.labels, info.num_classes)
+    elif imbalance == "sampler":
+        from .data import balanced_sample_weights
+        sample_weights = balanced_sample_weights(train_ds.labels)
+    loss_fn, log_fn, penalty = base_loss, None, None
     if quant is not None:
         from .quant import pact_alpha_l2, pact_alphas, quantize_model
         quantize_model(net, quant)
@@ -318,18 +364,18 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
             return _l2 * pact_alpha_l2(m)
 
         def loss_fn(m, x, y):
-            return cross_entropy_loss(m, x, y) + penalty(m)
+            return base_loss(m, x, y) + penalty(m)
 
         log_fn = lambda m: {"alphas": pact_alphas(m)}  # noqa: E731  alpha learning curves
     step_fn = sgt.train_step(extra_loss=penalty) if sgt is not None else None
     config = {"dataset": info.name, "dataset_name": info.display_name, "model": model, "budget": budget,
               "recipe": r.to_dict(), "seed": seed, "quant": spec.get("quant"),
-              "sgt": sgt.to_dict() if sgt is not None else None,
+              "sgt": sgt.to_dict() if sgt is not None else None, "imbalance": imbalance,
               "init_from": str(init_from) if init_from else None, "train_size": len(train_ds),
               "test_size": len(test_ds)}
     history = fit(net, train_ds, test_ds, epochs=r.epochs, lr=r.lr, batch_size=r.batch_size,
                   optimizer=r.optimizer, weight_decay=r.weight_decay, seed=seed, device=device,
                   alpha_lr_scale=quant.alpha_lr_scale if quant is not None else 1.0,
                   loss_fn=loss_fn, step_fn=step_fn, log_fn=log_fn, out=out, model_spec=spec, config=config,
-                  resume=resume, progress=progress)
+                  resume=resume, progress=progress, sample_weights=sample_weights)
     return net, history

@@ -195,3 +195,46 @@ def test_train_model_refuses_what_is_not_an_sgt_config(mnist_root):
 
     with pytest.raises(TypeError, match="sgt must be an SGTConfig"):
         train_model("mnist", sgt={"fraction": 0.5}, epochs=1, train_subset=100, root=mnist_root)
+
+
+# ----------------------------------------------------------------------------- class imbalance, ResNet-18 width
+
+def test_class_weighted_loss_by_hand():
+    from qsal_lab.train import class_weighted_loss
+
+    labels = torch.tensor([0, 1, 1, 1])  # weights N / (K n_c): 4 / (2 * 1) = 2 and 4 / (2 * 3) = 2/3
+    logits = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])
+    model = lambda x: x  # noqa: E731  the "model" returns its input as logits
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=torch.tensor([2.0, 2 / 3]))
+    assert class_weighted_loss(labels)(model, logits, labels).item() == pytest.approx(expected.item())
+    assert class_weighted_loss(torch.tensor([1, 1]), num_classes=3)(model, torch.zeros(2, 3), torch.tensor([1, 1])) > 0
+    multi = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]])  # pos_weight 2/2 = 1 and 3/1 = 3
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(torch.zeros(4, 2), multi,
+                                                                    pos_weight=torch.tensor([1.0, 3.0]))
+    assert class_weighted_loss(multi)(model, torch.zeros(4, 2), multi).item() == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("imbalance", ["weighted_loss", "sampler"])
+def test_train_model_handles_imbalance_and_width(imbalance, data_root, tmp_path):
+    from qsal_lab.train import train_model
+
+    if not (data_root / "medmnist" / "pneumoniamnist.npz").exists():
+        pytest.skip("no PneumoniaMNIST")
+    model, history = train_model("pneumoniamnist", "resnet18", budget="ci", width=0.25, imbalance=imbalance,
+                                 augment="shift", epochs=1, train_subset=128, test_subset=64, out=tmp_path,
+                                 progress=False)
+    loaded, ckpt = load_checkpoint(tmp_path)
+    assert ckpt["model_spec"]["width"] == 0.25 and loaded.conv1.out_channels == 16
+    assert ckpt["config"]["imbalance"] == imbalance and ckpt["config"]["recipe"]["augment"] == "shift"
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_train_model_rejects_bad_imbalance_options(tmp_path):
+    from qsal_lab.saliency import SGTConfig
+    from qsal_lab.train import train_model
+
+    with pytest.raises(ValueError, match="unknown imbalance handling 'oversample'; choose one of: none, weighted_loss"):
+        train_model("pneumoniamnist", "resnet18", imbalance="oversample")
+    with pytest.raises(ValueError, match="does not reach saliency-guided training's own cross-entropy; use imbalance='sampler'"):
+        train_model("pneumoniamnist", "resnet18", imbalance="weighted_loss", sgt=SGTConfig())
