@@ -10,7 +10,8 @@ The methods (captum does the work):
                 in the model's normalised input space (see `black_baseline`)
     smoothgrad  the mean gradient over noisy copies of x (Smilkov et al. 2017; captum's NoiseTunnel)
     gradcam     Grad-CAM (Selvaraju et al. 2017) on the last conv layer, upsampled bilinearly to the input
-                and repeated over its channels
+                and repeated over its channels; the ReLU of Grad-CAM leaves a map all zero where no evidence
+                is positive (6 % of 300 MNIST test images on the pretrained SmallCNN)
     occlusion   how much the target logit drops when a sliding patch is set to the baseline (Zeiler & Fergus 2014)
 
 Gradient methods differentiate the model as it computes: for a PACT model that is the gradient of the

@@ -15,10 +15,13 @@ the default). The authors' code ranks the signed gradient by default; abs=False 
 
 Two steps give the same masks:
   naive: a pass for the input gradient, then the clean pass for CE, the masked pass, and one backward
-         of CE + lam * KL (about 2.3x a standard step).
+         of CE + lam * KL.
   fused: one backward of CE gives the weight gradients *and* the input gradient at once, because
          dCE/dx = -(1/N) d log p_y / dx, a rescaling that leaves the ranking unchanged. Then the masked
-         pass and a backward of lam * KL (about 2x a standard step).
+         pass and a backward of lam * KL.
+Measured with `train_step_seconds` (SmallCNN, MNIST batches of 128, one thread, CPU time, 7 interleaved
+rounds): naive 3.0x a standard step, fused 2.3x; the authors' variant (eval-mode saliency pass, trained
+target) 3.4x. Masking, the KL and the extra input gradient are what keep fused above 2x.
 
 Train or eval mode, pass by pass (the model is in train mode during training):
   - clean and masked passes: train mode, as in the authors' code. BatchNorm normalises each pass with its
@@ -30,7 +33,15 @@ Train or eval mode, pass by pass (the model is in train mode during training):
 
 detach_target: whether the KL's clean distribution softmax f(x) is a constant (True) or is trained too
 (False, as in the authors' code, where the KL also pulls f(x) towards f(x_masked)). Detaching lets the
-fused step free the clean graph after its first backward; not detaching keeps it for the KL's backward.
+fused step free the clean graph after its first backward; not detaching keeps it for the KL's backward,
+which costs as much as the naive step.
+
+Defaults (step="fused", detach_target=True) chosen by measurement: SmallCNN from scratch on 20 000 MNIST
+images, 3 epochs, 2 seeds, one CPU thread on a shared machine. Fused + detached against naive + trained
+target: test accuracy 98.88 / 98.77 % against 98.60 / 98.76 %, faithfulness area (saliency, p = 0..90 %,
+500 test images) 0.381 / 0.379 against 0.390 / 0.386 and random removal 0.555 / 0.537 against 0.575 / 0.567:
+equal within the seeds' spread, at about 3/4 of the step time (train_step_seconds). Plain training scored
+0.190 / 0.206 against random 0.213 / 0.207: SGT is what makes salient removal differ from random removal.
 """
 from __future__ import annotations
 
@@ -199,13 +210,14 @@ def standard_step(model, x, y, optimizer, extra_loss=None) -> float:
 
 
 def train_step_seconds(model: nn.Module, config: SGTConfig, batches, rounds: int = 3, lr: float = 1e-4,
-                       extra_loss: Callable | None = None) -> dict:
+                       extra_loss: Callable | None = None, clock: Callable = time.perf_counter) -> dict:
     """Median seconds per step of a standard, a naive SGT and a fused SGT step on the same batches.
 
     Each variant trains its own copy of `model` with AdamW over `batches` (a list of (x, y)), `rounds`
     times, interleaved and in rotating order so that a background load slows all three alike; one
-    warm-up step each is not timed. Returns {"standard_s", "naive_s", "fused_s", "naive_ratio",
-    "fused_ratio", "rounds": {...}}, ratios relative to the standard step.
+    warm-up step each is not timed. clock: wall time by default; time.process_time counts this process's
+    CPU time only, steadier on a busy machine when torch runs one thread. Returns {"standard_s",
+    "naive_s", "fused_s", "naive_ratio", "fused_ratio", "rounds": {...}}, ratios relative to the standard step.
     """
     batches = list(batches)
     if not batches:
@@ -225,10 +237,10 @@ def train_step_seconds(model: nn.Module, config: SGTConfig, batches, rounds: int
     names = list(steps)
     for i in range(rounds):
         for k in names[i % 3:] + names[:i % 3]:
-            t0 = time.perf_counter()
+            t0 = clock()
             for x, y in batches:
                 steps[k](models[k], x, y, optimizers[k])
-            times[k].append((time.perf_counter() - t0) / len(batches))
+            times[k].append((clock() - t0) / len(batches))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"standard_s": med["standard"], "naive_s": med["naive"], "fused_s": med["fused"],
             "naive_ratio": med["naive"] / med["standard"], "fused_ratio": med["fused"] / med["standard"],
