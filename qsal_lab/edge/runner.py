@@ -17,6 +17,8 @@ Options (paths default to the files beside run.py, i.e. the bundle's):
                  least --seconds seconds, whichever ends later, at batch 1 on the first input (random
                  input of the right shape if none is given); --batch B adds throughput at batch B
   --queries N    (default 1024)   --seconds S (default 10)   --warmup N (default 10)   --batch B (default 0: none)
+  --expect E     compare the logits with a reference, e.g. the bundle's samples/expected.json (the logits the
+                 building machine computed): adds "agreement" to the output
 
 Inputs:
   image files  .png .jpg .jpeg .bmp .gif .pgm .ppm .pnm .tif .tiff .webp, exactly the spec's height x width,
@@ -45,6 +47,8 @@ Output: one JSON object on stdout (format 1; keys are only ever added, never ren
    "bench": {"batch": 1, "threads": 1, "input": "images/7.png", "warmup": 10, "queries": 1024,
              "seconds": 10.2, "mean_ms": ..., "p50_ms": ..., "p90_ms": ..., "p99_ms": ..., "min_ms": ...,
              "max_ms": ..., "throughput": {"batch": 64, "images_per_s": ...}},      # only with --bench
+   "agreement": {"reference": "x86_64", "model": "model_int8.onnx", "inputs": 8,       # only with --expect
+                 "max_abs_logit_diff": 1e-6, "same_class": 8, "different_class": []},
    "peak_rss_mb": 61.5,                                      # this process's peak resident memory
    "versions": {"python": ..., "numpy": ..., "onnxruntime": ..., "pillow": ...}, "machine": "aarch64"}
 Errors (missing or corrupt model, wrong image size or channel count, unknown file type, ...): one line
@@ -105,7 +109,19 @@ def latency_stats(times_ns) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """This process's peak resident set size so far, in MB.
+
+    Linux: VmHWM from /proc/self/status, the peak of this program alone. getrusage's ru_maxrss would
+    also do, except that Linux carries it across exec, so a program started by a big process (e.g. a
+    test holding PyTorch) would report its parent's size. Elsewhere: ru_maxrss (bytes on macOS, KiB else).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
 
@@ -306,6 +322,31 @@ def classify(model: Model, x: np.ndarray, names, labels: dict, task: str) -> tup
     return predictions, {"total": total_ms, "per_input": total_ms / len(x), "batch_size": min(BATCH, len(x))}
 
 
+def agreement(predictions, path: Path, model_path: Path) -> dict:
+    """How far these logits are from a reference file's: {"models": {model file: {input file: logits}}}."""
+    reference = read_json(path, "reference file", "--expect")
+    table = reference.get("models", {}).get(model_path.name) if isinstance(reference, dict) else None
+    if not isinstance(table, dict):
+        raise RunnerError(f"{path} has no logits for {model_path.name}; it lists "
+                          f"{', '.join(reference.get('models', {})) if isinstance(reference, dict) else 'nothing'}")
+    diffs, different = [], []
+    for pred in predictions:
+        want = table.get(Path(pred["input"]).name)
+        if want is None:
+            continue
+        if len(want) != len(pred["logits"]):
+            raise RunnerError(f"{path} has {len(want)} logits for {Path(pred['input']).name}, the model gives "
+                              f"{len(pred['logits'])}; use the reference made for this model")
+        diffs.append(float(np.max(np.abs(np.asarray(want) - np.asarray(pred["logits"])))))
+        if int(np.argmax(want)) != pred["class"]:
+            different.append(pred["input"])
+    if not diffs:
+        raise RunnerError(f"none of the inputs is in {path}; give the files it was made for (e.g. samples/)")
+    return {"reference": reference.get("machine"), "model": model_path.name, "inputs": len(diffs),
+            "max_abs_logit_diff": max(diffs), "same_class": len(diffs) - len(different),
+            "different_class": different}
+
+
 def bench(model: Model, example: np.ndarray, name: str, args) -> dict:
     """Single-stream latency at batch 1 (and throughput at --batch): warm-up, then timed queries only."""
     one = np.ascontiguousarray(example[:1])
@@ -344,6 +385,7 @@ def parse_args(argv=None):
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--batch", type=int, default=0)
+    p.add_argument("--expect", type=Path)
     args = p.parse_args(argv)
     for name, low in (("threads", 1), ("queries", 1), ("warmup", 0), ("batch", 0)):
         if getattr(args, name) < low:
@@ -369,6 +411,10 @@ def run(args) -> dict:
         x, names = load_inputs(files, spec)
         out["predictions"], out["latency_ms"] = classify(model, x, names, labels, task)
         out["skipped"] = skipped
+        if args.expect:
+            out["agreement"] = agreement(out["predictions"], args.expect, args.model)
+    elif args.expect:
+        raise RunnerError("--expect compares logits of inputs: give the inputs too, e.g. samples/")
     if args.bench:
         if files:
             example, name = x, names[0]
