@@ -197,6 +197,9 @@ setup_venv() {  # numpy, onnxruntime, pillow (aarch64 cp311 wheels) in $VENV ins
 setup() {
   require_tools
   local began=$SECONDS
+  mkdir -p "$(dirname "$ROOT")"
+  exec 9> "$ROOT.lock"  # two setups at once (two test runs) take turns instead of sharing a half-built root
+  flock 9
   enable_binfmt
   setup_root
   local cpu
@@ -258,7 +261,7 @@ case $cmd in
     in_root "$cpu" "$HOST_DIR" /work /work /bin/bash -i ;;
   clean)
     ! grep -q " $ROOT/" /proc/self/mountinfo || die "something is mounted inside $ROOT; end the runs using it first"
-    rm -rf "$ROOT" "$ROOT.partial" "$ROOT.partial.log" "$WHEELS"
+    rm -rf "$ROOT" "$ROOT.partial" "$ROOT.partial.log" "$ROOT.lock" "$WHEELS"
     say "removed $ROOT and $WHEELS" ;;
   ""|-h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
   *) die "unknown command '$cmd'; use setup, status, run, shell or clean (see $PROG --help)" ;;
