@@ -192,6 +192,44 @@ def cmd_ptq(args):
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB; fp32 {fp32.stat().st_size / 1024:.1f} KiB)")
 
 
+def cmd_bench(args):
+    import numpy as np
+
+    from .edge import compare_backends, format_table
+    from .quant.int8 import OnnxClassifier
+
+    for flag, value, low in (("--threads", args.threads, 1), ("--batch", args.batch, 1), ("--queries", args.queries, 1)):
+        if value < low:
+            raise ValueError(f"{flag} must be an integer >= {low}, got {value}")
+    if not args.seconds >= 0:
+        raise ValueError(f"--seconds must be >= 0, got {args.seconds}")
+    for model in args.models:
+        if Path(model).suffix != ".onnx":
+            raise ValueError(f"qsal bench times .onnx files (make them with `qsal export` or `qsal ptq`), got {model}")
+    shapes = {model: OnnxClassifier(model).input_shape for model in args.models}
+    if len(set(shapes.values())) > 1 or None in next(iter(shapes.values())):
+        raise ValueError(f"the models must take one fixed input shape to be compared, got {shapes}")
+    example = np.random.default_rng(0).standard_normal((args.batch, *shapes[args.models[0]])).astype(np.float32)
+    result = compare_backends({model: model for model in args.models}, example, threads=args.threads,
+                              min_queries=args.queries, min_seconds=args.seconds, batch_sizes=(args.batch,),
+                              budget=args.budget, progress=not args.json)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        s = result["settings"]
+        print(f"batch 1, {args.threads} thread(s), >= {s['min_queries']} queries and {s['min_seconds']:g} s each"
+              + (" (capped by the ci budget)" if s["capped_by_budget"] else "") + f", random input {shapes[args.models[0]]}")
+        print(format_table(result["rows"], ratios_to=args.models[0] if len(args.models) > 1 else None))
+
+
+def cmd_deploy(args):
+    from .edge import build_bundle
+
+    out = build_bundle(args.checkpoint, args.out, calib=args.calib, method=args.method, samples=args.samples)
+    print(f"wrote the bundle {out}: model_fp32.onnx, model_int8.onnx, labels.json, preprocess.json, requirements.txt, "
+          f"run.py, samples/, README.md (the steps on the Raspberry Pi)")
+
+
 ENVIRONMENT = """environment variables:
   QSAL_DATA     data root (an absolute path; default: a per-user cache, filled by downloads)
   QSAL_BUDGET   ci | book | full: epochs and subset sizes when --budget is not given (default book)
@@ -273,6 +311,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--calib", type=int, default=512, help="number of training images for calibration (default 512)")
     q.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
     q.set_defaults(func=cmd_ptq)
+
+    b = sub.add_parser("bench", help="single-stream latency (p50/p90/p99), throughput and peak memory of .onnx models")
+    b.add_argument("models", nargs="+", metavar="MODEL", help="one or more .onnx files (several: timed interleaved)")
+    b.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
+    b.add_argument("--batch", type=int, default=64, help="batch size for throughput (latency is at batch 1; default 64)")
+    b.add_argument("--queries", type=int, default=1024, help="at least this many timed queries per model (default 1024)")
+    b.add_argument("--seconds", type=float, default=10.0, help="and at least this many seconds (default 10)")
+    b.add_argument("--budget", choices=["ci", "book", "full"], help="ci caps queries and seconds (a smoke run)")
+    b.add_argument("--json", action="store_true", help="print one JSON object (for machines)")
+    b.set_defaults(func=cmd_bench)
+
+    y = sub.add_parser("deploy", help="a Raspberry Pi bundle: fp32 + int8 ONNX, labels, preprocessing, run.py, README")
+    y.add_argument("--checkpoint", required=True, help="a float checkpoint (or its folder)")
+    y.add_argument("--out", required=True, help="the bundle folder")
+    y.add_argument("--calib", type=int, default=512, help="training images for int8 calibration (default 512)")
+    y.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
+    y.add_argument("--samples", type=int, default=8, help="test images shipped in samples/ with their logits (default 8)")
+    y.set_defaults(func=cmd_deploy)
     return p
 
 
