@@ -487,6 +487,10 @@ def check_removal_curve_on_model(removal_curve_fn, model, x, y, maps: dict, frac
     print(f"{'maps':<{width}} {'your area':>10} {'qsal_lab':>9}")
     for name, area, ref in rows:
         print(f"{name:<{width}} {area:>10.4f} {ref:>9.4f}")
+    ties = [name for name, area, ref in rows if abs(area - ref) > 1e-9]
+    if ties:
+        print(f"({', '.join(ties)}: some pixels tie at the k-th largest |map|, e.g. exact zeros, and your tie-break "
+              f"removed others than qsal_lab's, which takes the first in reading order; both are right)")
     passed(f"check_removal_curve_on_model passed: for {', '.join(all_maps)} your removal_curve() removed the most "
             f"salient pixels, replaced them like qsal_lab and reported the model's accuracy.")
     return curves
