@@ -70,3 +70,60 @@ def test_benchmark_rejects_a_missing_checkpoint(tmp_path):
                           "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "does not exist; omit it to train the float model in the run" in run.stderr.strip().splitlines()[-1]
+
+
+# ----------------------------------------------------------------------------- bench/edge.py
+
+EDGE = ROOT / "bench" / "edge.py"
+EDGE_BACKENDS = ["eager PyTorch fp32", "ONNX Runtime fp32", "ONNX Runtime int8"]
+EDGE_TARGETS = {"resnet20_int8_vs_fp32": 2.0, "resnet18_int8_vs_fp32": 3.0, "resnet20_int8_vs_eager": 8.0}
+
+
+@pytest.mark.slow
+def test_edge_benchmark_reports_every_model_backend_and_target_at_ci_budget(tmp_path, mnist_root):
+    results = tmp_path / "results"
+    run = subprocess.run([sys.executable, str(EDGE), "--budget", "ci", "--results", str(results), "--work-dir",
+                          str(tmp_path / "work"), "--emulation", str(tmp_path / "no_emulation.json"), "--quiet"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    report = json.loads((results / "edge.json").read_text())
+    assert report["budget"] == "ci" and report["settings"]["capped_by_budget"]
+    assert [m["model"] for m in report["models"]] == ["smallcnn", "resnet20", "resnet18"]
+    for model in report["models"]:
+        assert [r["backend"] for r in model["rows"]] == EDGE_BACKENDS, model["model"]
+        for row in model["rows"]:
+            assert row["threads"] == 1 and row["batch"] == 1 and row["queries"] >= 32
+            assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+            assert row["peak_rss_mb"] > 0 and row["file_bytes"] > 0
+            assert row["throughput"][0]["batch"] == 64 and row["throughput"][0]["images_per_s"] > 0
+        rows = {r["backend"]: r for r in model["rows"]}
+        assert model["speedups"]["int8_vs_fp32_p50"] == rows["ONNX Runtime fp32"]["p50_ms"] / rows["ONNX Runtime int8"]["p50_ms"]
+    smallcnn = report["models"][0]
+    assert smallcnn["trained"] and all(0.9 < r["accuracy"] <= 1 for r in smallcnn["rows"])  # the shipped checkpoint
+    assert (results / "edge_pareto.png").stat().st_size > 0 and report["ort_call_overhead"]["p50_ms"] > 0
+    targets = {t["key"]: t for t in report["targets"]}
+    assert {k: t["target"] for k, t in targets.items()} == EDGE_TARGETS
+    assert all(t["met"] == (t["value"] >= t["target"]) for t in targets.values())
+    assert report["emulation"]["status"] == "not run"
+    md = (results / "edge.md").read_text()
+    assert "ci budget" in md and "Not run:" in md and "SmallCNN (no target)" in md
+    for t in targets.values():
+        line = next(l for l in md.splitlines() if l.startswith(f"| {t['figure']} |"))
+        assert line.rstrip().endswith(("| met |", "| **MISSED** |")), line
+
+
+def test_edge_benchmark_reads_the_emulation_results(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_edge", EDGE)
+    edge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(edge)
+    assert edge.emulation(tmp_path / "missing.json")["status"] == "not run"
+    (tmp_path / "broken.json").write_text("{")
+    assert edge.emulation(tmp_path / "broken.json")["status"].startswith("unreadable")
+    entry = {"device": "Raspberry Pi 4 (BCM2711), emulated", "onnxruntime": "1.0",
+             "fp32": {"max_abs_logit_diff": 1e-5, "max_abs_logit": 20.0, "predictions_equal": True},
+             "int8": {"max_abs_logit_diff": 0.0, "max_abs_logit": 20.0, "predictions_equal": True}}
+    (tmp_path / "emu.json").write_text(json.dumps({"inputs": 64, "cpus": {"cortex-a72": entry}}))
+    found = edge.emulation(tmp_path / "emu.json")
+    assert found["status"] == "run" and found["cpus"]["cortex-a72"]["fp32"]["max_abs_logit_diff"] == 1e-5
