@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from qsal_lab.quant.pact import PACT, pact_alpha_l2, pact_alphas, pact_quantize
+from qsal_lab.quant.pact import PACT, pact_alpha_l2, pact_alphas, pact_backward_reference, pact_quantize
 
 # alpha = 2, 2 bits: levels 0, 2/3, 4/3, 2; y * 3/2 is rounded (half to even)
 X = [-1.0, 0.0, 0.3, 0.34, 1.0, 1.9, 2.0, 5.0]
@@ -95,3 +95,18 @@ def test_alpha_l2_and_alpha_logging():
     assert model[1].alpha.grad.item() == pytest.approx(4.0) and model[3].alpha.grad.item() == pytest.approx(6.0)
     assert pact_alphas(model) == {"1": 2.0, "3": 3.0}
     assert pact_alpha_l2(nn.Linear(2, 2)).item() == 0.0
+
+
+@pytest.mark.parametrize("alpha", [0.7, 2.0, 3.3])
+def test_fused_backward_equals_the_plain_masks_reference(alpha):
+    g = torch.Generator().manual_seed(1)
+    below = lambda v: torch.nextafter(torch.tensor(v), torch.tensor(-9.0)).item()
+    edges = torch.tensor([below(0.0), 0.0, below(alpha), alpha, 2 * alpha])  # both sides of both bounds
+    x = torch.cat([torch.randn(10_000, generator=g) * alpha, edges]).requires_grad_()
+    a = torch.tensor(alpha, requires_grad=True)
+    upstream = torch.randn(x.shape, generator=g)
+    pact_quantize(x, a, bits=3).backward(upstream)
+    grad_x, grad_alpha = pact_backward_reference(upstream, x.detach(), a.detach())
+    assert torch.equal(x.grad, grad_x)
+    assert torch.allclose(a.grad, grad_alpha, rtol=1e-5, atol=1e-4)
+    assert x.grad[-5:].tolist() == [0.0, upstream[-4].item(), upstream[-3].item(), 0.0, 0.0]
