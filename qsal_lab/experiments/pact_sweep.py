@@ -2,15 +2,23 @@
 
     rows = bit_sweep("qsal_lab/pretrained/mnist_smallcnn/checkpoint.pt", out="runs/pact_sweep")
     print(format_table(rows))
+    deployed = onnx_rows(rows, fp_model, calib_loader, test_loader, out="runs/pact_sweep")  # ONNX Runtime
+    print(format_onnx_table(deployed))
 
 For every bit width k the trained float model is
   - fine-tuned with PACT quantization-aware training (`train_model(..., quant=QATConfig(k, k),
     init_from=checkpoint)`, with the schedule `qat_recipe(k)`), and
   - quantized without training (`ptq_model(model, PTQConfig(k, k))`), for contrast.
 Both keep the first and the last layer at 8 bits. Each result is one row (a dict): test accuracy,
+its drop against the float model (`report.drop_pt`: float minus quantized, positive = worse),
 deployed size (`model_size_bytes`), size of the bit-packed file (`save_packed`), both also relative
-to the float model, and for QAT the training history (whose "alphas" are PACT's clipping levels).
-The QAT accuracy is measured on the model loaded back from its packed file: what you would ship.
+to the float model, and for QAT the accuracy right after `quantize_model` (before any fine-tuning)
+and the training history (whose "alphas" are PACT's clipping levels). The QAT accuracy is measured
+on the model loaded back from its packed file: what you would ship.
+
+`onnx_rows` takes the sweep to ONNX Runtime: the float model, its int8 PTQ (`quantize_onnx`) and
+PACT models exported with their learned clipping levels (`export_qat_onnx`), each with accuracy,
+agreement with its fake-quant model, file size, latency and which operators run on integers.
 
 `train_step_seconds` times float and QAT training steps side by side, the fair way to say what
 quantization-aware training costs per epoch.
@@ -26,14 +34,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..budget import current_budget, recipe
+from ..budget import current_budget, pick, recipe
 from ..data import load_dataset, make_loader
+from ..edge import measure_latency
 from ..quant.convert import QATConfig, quantize_model
+from ..quant.int8 import OnnxClassifier, export_onnx, quantize_onnx
 from ..quant.packing import load_packed, model_size_bytes, save_packed, state_dict_bytes
 from ..quant.pact import pact_alpha_l2
 from ..quant.primitives import FLOAT_BITS, validate_bits
 from ..quant.ptq import PTQConfig, ptq_model
+from ..quant.qdq import compare_with_torch, executed_ops, export_qat_onnx, precision_summary
 from ..train import cross_entropy_loss, evaluate, load_checkpoint, train_model, train_step
+from .report import describe_drop, drop_pt
 
 
 @dataclass(frozen=True)
@@ -81,18 +93,20 @@ def qat_recipe(bits: int, budget: str | None = None) -> QATRecipe:
     return recipes[max(b for b in recipes if b <= bits)]
 
 
-def mnist_loaders(budget: str | None = None, calibration_images: int = 2000, root: str | None = None):
-    """(test_loader, calib_loader): the MNIST test images `train_model` evaluates on at this budget, and
-    a loader of `calibration_images` training images (shuffled, seeded) for PTQ calibration."""
+CALIBRATION_IMAGES, CALIBRATION_BATCH = 1024, 128  # chapter 3's calibration set: 8 batches of 128
+
+
+def mnist_loaders(budget: str | None = None, root: str | None = None):
+    """(test_loader, calib_loader) with chapter 3's data, so that the same PTQ gives the same number here:
+    the MNIST test images of the budget (the set `train_model` evaluates on) in batches of 500, and the
+    calibration set: 1024 training images (stratified, seed 0) in 8 batches of 128, never shuffled."""
     r = recipe("smallcnn", budget)
-    test_ds = load_dataset("mnist", "test", root=root, subset=r.test_subset, seed=0)  # the set `fit` evaluates on
-    calib_ds = load_dataset("mnist", "train", root=root, subset=calibration_images, seed=0)
-    return (make_loader(test_ds, batch_size=512),
-            make_loader(calib_ds, batch_size=r.batch_size, train=True, seed=0))
+    test_ds = load_dataset("mnist", "test", root=root, subset=r.test_subset, seed=0)
+    calib_ds = load_dataset("mnist", "train", root=root, subset=CALIBRATION_IMAGES, seed=0)
+    return make_loader(test_ds, batch_size=500), make_loader(calib_ds, batch_size=CALIBRATION_BATCH)
 
 
 def float_row(model: nn.Module, test_loader) -> dict:
-
     return {"method": "FP32", "w_bits": 32, "a_bits": 32, "accuracy": evaluate(model, test_loader)["accuracy"],
             "size_bytes": model_size_bytes(model), "file_bytes": state_dict_bytes(model), "seconds": 0.0}
 
@@ -100,7 +114,8 @@ def float_row(model: nn.Module, test_loader) -> dict:
 def ptq_row(model: nn.Module, bits: int, calib_loader, test_loader, out: str | Path, observer: str = "mse") -> dict:
     """Post-training quantization to W{bits}A{bits} (no training): accuracy and sizes."""
     t0 = time.perf_counter()
-    qmodel = ptq_model(model, PTQConfig(w_bits=bits, a_bits=bits, observer=observer), calib_loader, progress=False)
+    qmodel = ptq_model(model, PTQConfig(w_bits=bits, a_bits=bits, observer=observer), calib_loader,
+                       num_batches=len(calib_loader), progress=False)
     seconds = time.perf_counter() - t0
     path = Path(out) / f"ptq_w{bits}a{bits}.qsal"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,9 +126,12 @@ def ptq_row(model: nn.Module, bits: int, calib_loader, test_loader, out: str | P
 
 def qat_row(bits: int, fp_checkpoint: str | Path, test_loader, out: str | Path, budget: str | None = None,
             progress: bool = True, root: str | None = None) -> dict:
-    """PACT QAT fine-tuning to W{bits}A{bits} from a float checkpoint; accuracy of the packed-and-reloaded model."""
+    """PACT QAT fine-tuning to W{bits}A{bits} from a float checkpoint; accuracy of the packed-and-reloaded model,
+    and `accuracy_before`: the float model right after quantize_model, before any fine-tuning."""
     r = qat_recipe(bits, budget)
     run_dir = Path(out) / f"pact_w{bits}a{bits}"
+    before = quantize_model(load_checkpoint(fp_checkpoint)[0].cpu(), r.config(bits))
+    accuracy_before = evaluate(before, test_loader)["accuracy"]
     t0 = time.perf_counter()
     model, history = train_model("mnist", "smallcnn", budget=budget, quant=r.config(bits), init_from=fp_checkpoint,
                                  epochs=r.epochs, lr=r.lr, train_subset=r.train_subset, out=run_dir,
@@ -123,8 +141,8 @@ def qat_row(bits: int, fp_checkpoint: str | Path, test_loader, out: str | Path, 
     file_bytes = save_packed(model.cpu(), path, build={"name": "smallcnn", "num_classes": 10})
     shipped = load_packed(path)
     return {"method": "PACT QAT", "w_bits": bits, "a_bits": bits, "accuracy": evaluate(shipped, test_loader)["accuracy"],
-            "size_bytes": model_size_bytes(model), "file_bytes": file_bytes, "seconds": seconds,
-            "recipe": asdict(r), "history": history.epochs}
+            "accuracy_before": accuracy_before, "size_bytes": model_size_bytes(model), "file_bytes": file_bytes,
+            "seconds": seconds, "packed_path": str(path), "recipe": asdict(r), "history": history.epochs}
 
 
 def bit_sweep(fp_checkpoint: str | Path, bits=(8, 4, 3, 2), ptq_bits=None, out: str | Path = "runs/pact_sweep",
@@ -151,7 +169,7 @@ def bit_sweep(fp_checkpoint: str | Path, bits=(8, 4, 3, 2), ptq_bits=None, out: 
     for row in rows:
         row["size_vs_fp32"] = row["size_bytes"] / fp["size_bytes"]
         row["file_vs_fp32"] = row["file_bytes"] / fp["file_bytes"]
-        row["drop_pt"] = 100 * (fp["accuracy"] - row["accuracy"])
+        row["drop_pt"] = drop_pt(fp["accuracy"], row["accuracy"])
     return rows
 
 
@@ -164,15 +182,93 @@ def find_row(rows: list[dict], method: str, bits: int) -> dict:
                    + ", ".join(f"{r['method']} W{r['w_bits']}A{r['a_bits']}" for r in rows))
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown pipe table (renders as a table in the book and in GitHub's Markdown)."""
+    cells = [[str(c).replace("|", "\\|") for c in row] for row in [header] + rows]
+    return "\n".join(["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(header)]
+                     + ["| " + " | ".join(row) + " |" for row in cells[1:]])
+
+
 def format_table(rows: list[dict]) -> str:
-    """A markdown table: method, bits, accuracy, drop vs FP32, sizes (absolute and relative)."""
-    lines = ["| method | W/A bits | test accuracy | drop vs FP32 (pt) | size (KiB) | size vs FP32 | packed file (KiB) | file vs FP32 |",
-             "|---|---|---|---|---|---|---|---|"]
+    """The sweep as a Markdown table: method, bits, accuracy (and, for QAT, before fine-tuning), the drop
+    against FP32 in words, deployed size and packed file (absolute and relative to FP32)."""
+    body = []
     for r in rows:
-        bits = "32/32" if r["method"] == "FP32" else f"{r['w_bits']}/{r['a_bits']}"
-        lines.append(f"| {r['method']} | {bits} | {r['accuracy']:.2%} | {r['drop_pt']:+.2f} | {r['size_bytes'] / 1024:.1f} | "
-                     f"{r['size_vs_fp32']:.3f}× | {r['file_bytes'] / 1024:.1f} | {r['file_vs_fp32']:.3f}× |")
-    return "\n".join(lines)
+        is_float = r["method"] == "FP32"
+        before = f"{r['accuracy_before']:.2%}" if "accuracy_before" in r else "–"
+        body.append([r["method"], "32/32" if is_float else f"{r['w_bits']}/{r['a_bits']}", f"{r['accuracy']:.2%}",
+                     before, "–" if is_float else describe_drop(r["drop_pt"], reference="FP32"),
+                     f"{r['size_bytes'] / 1024:.1f}", f"{r['size_vs_fp32']:.3f}×", f"{r['file_bytes'] / 1024:.1f}",
+                     f"{r['file_vs_fp32']:.3f}×"])
+    return markdown_table(["method", "W/A bits", "test accuracy", "before fine-tuning", "vs FP32", "size (KiB)",
+                           "size vs FP32", "packed file (KiB)", "file vs FP32"], body)
+
+
+# ----------------------------------------------------------------------------- ONNX Runtime
+
+def _onnx_row(method, bits, path, reference_model, reference, test_loader, fp_accuracy, repeats):
+    clf = OnnxClassifier(path, threads=1)
+    cmp = compare_with_torch(clf, reference_model, test_loader)
+    example = next(iter(test_loader))[0][:1]  # one image: the latency a single request sees
+    summary = precision_summary(executed_ops(path))
+    return {"method": method, "w_bits": bits, "a_bits": bits, "accuracy": cmp["accuracy"],
+            "drop_pt": drop_pt(fp_accuracy, cmp["accuracy"]), "reference": reference, "agreement": cmp["agreement"],
+            "max_abs_logit_diff": cmp["max_abs_logit_diff"], "file_bytes": clf.file_size_bytes,
+            "latency_ms": measure_latency(clf, example, warmup=5, repeats=repeats)["median_ms"],
+            "integer_ops": summary["integer"], "float_ops": summary["float32"], "conversions": summary["conversions"],
+            "path": str(path)}
+
+
+def onnx_rows(rows: list[dict], fp_model: nn.Module, calib_loader, test_loader, out: str | Path, bits=(8, 4),
+              repeats: int | None = None) -> list[dict]:
+    """The sweep's models as ONNX files run by ONNX Runtime, one row each, all on one thread:
+      - "FP32 (ORT)": export_onnx of the float model (agreement with PyTorch's float model);
+      - "PTQ int8 (ORT)": quantize_onnx of that file, min-max calibration on every batch of `calib_loader`
+        (chapter 3's recipe; agreement with the fake-quant W8A8 min-max PTQ model, same calibration);
+      - "PACT QAT (ORT)" at each of `bits`: the shipped model of `rows` (its packed file) exported with
+        export_qat_onnx (agreement with that fake-quant model).
+    Each row: accuracy and drop vs FP32 (PyTorch), agreement and max |logit difference| with its
+    reference, file bytes, median latency at batch 1 (`repeats` timed calls), and which operators
+    ONNX Runtime runs on integers and which on float32 (qdq.precision_summary)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    repeats = repeats or pick(ci=10, book=50, full=100)
+    fp_model = fp_model.cpu().eval()
+    fp_accuracy = find_row(rows, "FP32", 32)["accuracy"]
+    example = next(iter(calib_loader))[0]
+    fp32 = export_onnx(fp_model, out / "smallcnn_fp32.onnx", input_shape=(1, *example.shape[1:]),
+                       metadata={"model_name": "smallcnn", "dataset": "mnist"})
+    int8 = quantize_onnx(fp32, out / "smallcnn_ptq_int8.onnx", calib_loader, num_batches=len(calib_loader),
+                         method="minmax")
+    fake_ptq8 = ptq_model(fp_model, PTQConfig(w_bits=8, a_bits=8, observer="minmax"), calib_loader,
+                          num_batches=len(calib_loader), progress=False)
+    result = [_onnx_row("FP32 (ORT)", 32, fp32, fp_model, "PyTorch FP32", test_loader, fp_accuracy, repeats),
+              _onnx_row("PTQ int8 (ORT)", 8, int8, fake_ptq8, "fake-quant PTQ W8A8 (min-max)", test_loader,
+                        fp_accuracy, repeats)]
+    for b in bits:
+        shipped = load_packed(find_row(rows, "PACT QAT", b)["packed_path"])
+        path = export_qat_onnx(shipped, out / f"pact_w{b}a{b}.onnx", example,
+                               metadata={"model_name": "smallcnn", "dataset": "mnist"})
+        result.append(_onnx_row("PACT QAT (ORT)", b, path, shipped, f"fake-quant PACT W{b}A{b}", test_loader,
+                                fp_accuracy, repeats))
+    return result
+
+
+def format_onnx_table(rows: list[dict]) -> str:
+    """onnx_rows as a Markdown table."""
+    body = [[r["method"], "32/32" if r["w_bits"] == 32 else f"{r['w_bits']}/{r['a_bits']}", f"{r['accuracy']:.2%}",
+             describe_drop(r["drop_pt"], reference="FP32"), f"{r['agreement']:.2%} with {r['reference']}",
+             f"{r['max_abs_logit_diff']:.3g}", f"{r['file_bytes'] / 1024:.1f}", f"{r['latency_ms']:.3f}"]
+            for r in rows]
+    return markdown_table(["model", "W/A bits", "test accuracy", "vs FP32 (PyTorch)", "same class as",
+                           "max abs logit difference", "file (KiB)", "latency, batch 1 (ms)"], body)
+
+
+def format_precision_table(rows: list[dict]) -> str:
+    """What ONNX Runtime runs for each of onnx_rows, after fusing: integer kernels, float32 ones, conversions."""
+    body = [[r["method"] + ("" if r["w_bits"] == 32 else f" W{r['w_bits']}A{r['a_bits']}"), r["integer_ops"],
+             r["float_ops"], r["conversions"]] for r in rows]
+    return markdown_table(["model", "on integers", "on float32", "conversions"], body)
 
 
 # ----------------------------------------------------------------------------- training cost

@@ -1,4 +1,5 @@
-"""qsal_lab.experiments.pact_sweep: recipes, rows, the table and the FP-vs-QAT step timer, on tiny inputs (no MNIST)."""
+"""qsal_lab.experiments.pact_sweep: recipes, rows, tables, the ONNX Runtime rows and the FP-vs-QAT step timer, on tiny inputs (MNIST only for the loaders)."""
+import copy
 from dataclasses import asdict
 
 import pytest
@@ -8,8 +9,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from qsal_lab.models import SmallCNN, count_parameters
 from qsal_lab.quant import QATConfig, quantize_model
 from qsal_lab.quant.packing import state_dict_bytes
-from qsal_lab.experiments.pact_sweep import (bit_sweep, find_row, float_row, format_table, ptq_row, qat_recipe,
-                                  train_step_seconds)
+from qsal_lab.quant.packing import save_packed
+from qsal_lab.experiments.pact_sweep import (CALIBRATION_BATCH, CALIBRATION_IMAGES, bit_sweep, find_row, float_row,
+                                             format_onnx_table, format_precision_table, format_table, markdown_table,
+                                             mnist_loaders, onnx_rows, ptq_row, qat_recipe, train_step_seconds)
 
 
 def test_book_recipes_give_more_training_to_fewer_bits():
@@ -60,8 +63,10 @@ def test_float_and_ptq_rows(tmp_path):
 ROWS = [
     {"method": "FP32", "w_bits": 32, "a_bits": 32, "accuracy": 0.995, "size_bytes": 2048, "file_bytes": 4096,
      "size_vs_fp32": 1.0, "file_vs_fp32": 1.0, "drop_pt": 0.0},
-    {"method": "PACT QAT", "w_bits": 4, "a_bits": 4, "accuracy": 0.9931, "size_bytes": 256, "file_bytes": 512,
-     "size_vs_fp32": 0.125, "file_vs_fp32": 0.125, "drop_pt": 0.19},
+    {"method": "PACT QAT", "w_bits": 4, "a_bits": 4, "accuracy": 0.9931, "accuracy_before": 0.1135, "size_bytes": 256,
+     "file_bytes": 512, "size_vs_fp32": 0.125, "file_vs_fp32": 0.125, "drop_pt": 0.19},
+    {"method": "PTQ", "w_bits": 2, "a_bits": 2, "accuracy": 0.9952, "size_bytes": 128, "file_bytes": 256,
+     "size_vs_fp32": 0.0625, "file_vs_fp32": 0.0625, "drop_pt": -0.02},
 ]
 
 
@@ -71,11 +76,58 @@ def test_find_row_and_its_error():
         find_row(ROWS, "PTQ", 4)
 
 
-def test_format_table():
+def test_format_table_says_the_drop_in_words():
     lines = format_table(ROWS).splitlines()
-    assert lines[0].startswith("| method | W/A bits | test accuracy | drop vs FP32 (pt) |")
-    assert lines[2] == "| FP32 | 32/32 | 99.50% | +0.00 | 2.0 | 1.000× | 4.0 | 1.000× |"
-    assert lines[3] == "| PACT QAT | 4/4 | 99.31% | +0.19 | 0.2 | 0.125× | 0.5 | 0.125× |"
+    assert lines[0] == ("| method | W/A bits | test accuracy | before fine-tuning | vs FP32 | size (KiB) | size vs FP32 "
+                        "| packed file (KiB) | file vs FP32 |")
+    assert lines[1] == "|" + "---|" * 9
+    assert lines[2] == "| FP32 | 32/32 | 99.50% | – | – | 2.0 | 1.000× | 4.0 | 1.000× |"
+    assert lines[3] == "| PACT QAT | 4/4 | 99.31% | 11.35% | 0.19 pt below FP32 | 0.2 | 0.125× | 0.5 | 0.125× |"
+    assert lines[4] == "| PTQ | 2/2 | 99.52% | – | 0.02 pt above FP32 | 0.1 | 0.062× | 0.2 | 0.062× |"
+
+
+def test_markdown_table_escapes_pipes():
+    assert markdown_table(["a", "b"], [[1, "x|y"]]) == "| a | b |\n|---|---|\n| 1 | x\\|y |"
+
+
+def test_mnist_loaders_are_chapter_3s(mnist_root):
+    from qsal_lab.budget import recipe
+    from qsal_lab.data import load_dataset
+
+    test_loader, calib_loader = mnist_loaders("ci", root=mnist_root)
+    assert len(test_loader.dataset) == recipe("smallcnn", "ci").test_subset and test_loader.batch_size == 500
+    assert (len(calib_loader.dataset), calib_loader.batch_size, len(calib_loader)) == (1024, 128, 8)
+    assert (CALIBRATION_IMAGES, CALIBRATION_BATCH) == (1024, 128)
+    # chapter 3: load_dataset("mnist", "train", subset=1024, seed=0) in unshuffled batches of 128, the same every time
+    chapter3 = load_dataset("mnist", "train", root=mnist_root, subset=1024, seed=0)
+    first, again = next(iter(calib_loader)), next(iter(calib_loader))
+    assert torch.equal(first[0], again[0])
+    assert torch.equal(first[0], torch.stack([chapter3[i][0] for i in range(128)]))
+
+
+def test_onnx_rows_run_every_model_in_onnx_runtime(tmp_path):
+    torch.manual_seed(0)
+    fp_model = SmallCNN().eval()
+    calib, test = list(tiny_loader(n=16, seed=1)), list(tiny_loader(n=16, seed=2))
+    qat = quantize_model(SmallCNN(), QATConfig(w_bits=4, a_bits=4, pact_alpha=4.0)).eval()
+    qat.load_state_dict(quantize_model(copy.deepcopy(fp_model), QATConfig(w_bits=4, a_bits=4, pact_alpha=4.0)).state_dict())
+    save_packed(qat, tmp_path / "w4.qsal", build={"name": "smallcnn", "num_classes": 10})
+    rows = [float_row(fp_model, test), {"method": "PACT QAT", "w_bits": 4, "a_bits": 4,
+                                        "packed_path": str(tmp_path / "w4.qsal")}]
+    result = onnx_rows(rows, fp_model, calib, test, out=tmp_path / "onnx", bits=(4,), repeats=2)
+    assert [(r["method"], r["w_bits"]) for r in result] == [("FP32 (ORT)", 32), ("PTQ int8 (ORT)", 8),
+                                                            ("PACT QAT (ORT)", 4)]
+    for r in result:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["agreement"] <= 1 and r["latency_ms"] > 0
+        assert r["file_bytes"] == (tmp_path / "onnx" / r["path"].split("/")[-1]).stat().st_size
+    fp32, int8, pact = result
+    assert fp32["agreement"] == 1.0 and fp32["integer_ops"] == "none"
+    assert "QLinearConv x3" in int8["integer_ops"] and "QLinearConv x3" in pact["integer_ops"]
+    assert pact["float_ops"] == "none" and pact["file_bytes"] < 0.3 * fp32["file_bytes"]
+    table = format_onnx_table(result).splitlines()
+    assert table[0].startswith("| model | W/A bits | test accuracy | vs FP32 (PyTorch) | same class as |")
+    assert table[4].startswith("| PACT QAT (ORT) | 4/4 |") and "with fake-quant PACT W4A4" in table[4]
+    assert format_precision_table(result).splitlines()[4].startswith("| PACT QAT (ORT) W4A4 | QLinearConv x3")
 
 
 def test_train_step_seconds_times_both_models_and_leaves_the_input_alone():
