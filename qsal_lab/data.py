@@ -219,7 +219,8 @@ def check_files(name: str, root: str | Path | None = None) -> dict[str, str]:
 def _raise_missing(name: str, root: Path, cause: Exception | None = None):
     lines = [f"dataset {name!r} is not available under {root}"]
     if cause is not None:
-        lines[0] += f" and could not be downloaded ({type(cause).__name__}: {str(cause).splitlines()[0][:160]})"
+        first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")  # medmnist's start blank
+        lines[0] += f" and could not be downloaded ({type(cause).__name__}: {first[:160]})"
     lines.append("expected files (path: official MD5):")
     lines += [f"  {root / rel}: {md5}" for rel, md5 in expected_files(name).items()]
     if name in _SOURCES:

@@ -1,0 +1,152 @@
+"""qsal_lab.experiments.medical: the MedMNIST study end to end at the ci budget (PneumoniaMNIST, and a synthetic
+multi-class and multi-label file in MedMNIST's layout), thresholds from validation only, tables and figures."""
+import numpy as np
+import pytest
+import torch
+
+from qsal_lab.data import DataError, load_dataset
+from qsal_lab.experiments import medical
+from qsal_lab.experiments.medical import (ROWS, aggregate, balanced_nll, check_flag, format_aggregate, format_table,
+                                          pareto_front, plot_pareto, plot_reliability_diagrams, run_study, score_row)
+from tests.fixtures.medmnist import synthetic_medmnist
+
+
+def test_balanced_nll_by_hand():
+    y = np.array([0, 1, 1, 1])
+    p = np.array([[0.5, 0.5], [0.2, 0.8], [0.2, 0.8], [0.2, 0.8]])
+    # class 0: -log 0.5; class 1: -log 0.8; the mean of the two, however many of each there are
+    assert balanced_nll(y, p, "binary-class") == pytest.approx((np.log(2) - np.log(0.8)) / 2)
+    multi = np.array([[1, 0], [0, 0]])
+    probs = np.array([[0.9, 0.1], [0.3, 0.2]])
+    expected = np.mean([np.mean([-np.log(0.9), -np.log(0.7)]), -np.log(np.array([0.9, 0.8])).mean()])
+    assert balanced_nll(multi, probs, "multi-label") == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("flag, message", [("organmnist3d", "is a 3D MedMNIST flag"), ("mnist", "no validation split"),
+                                           ("pneumonia", "did you mean 'pneumoniamnist'")])
+def test_bad_flags_are_refused_before_any_work(flag, message, tmp_path):
+    with pytest.raises((DataError, ValueError), match=message):
+        run_study(flag, out=tmp_path, budget="ci")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match=r"(?s)'dermamnist_64' is not available under .*dermamnist_64.npz"):
+        run_study("dermamnist", size=64, out=tmp_path / "out", budget="ci", root=tmp_path, download=False)
+    assert check_flag("pathmnist", 128) == "pathmnist_128"
+
+
+FAKE = [{"method": "FP32", "bits": "32/32", "file_bytes": 4_000_000, "latency_ms": 2.0, "auc": 0.97,
+         "auc_ci": (0.95, 0.98), "accuracy": 0.9, "accuracy_ci": (0.88, 0.92), "sensitivity": 0.95,
+         "sensitivity_ci": (0.93, 0.97), "specificity": 0.8, "specificity_ci": (0.75, 0.85), "ece": 0.03},
+        {"method": "PTQ int8", "bits": "8/8", "file_bytes": 1_000_000, "latency_ms": 0.7, "auc": 0.969,
+         "auc_ci": (0.95, 0.98), "accuracy": 0.9, "accuracy_ci": (0.88, 0.92), "sensitivity": 0.95,
+         "sensitivity_ci": (0.93, 0.97), "specificity": 0.8, "specificity_ci": (0.75, 0.85), "ece": 0.03},
+        {"method": "PACT W4A4", "bits": "4/4", "file_bytes": 600_000, "latency_ms": None, "auc": 0.96,
+         "auc_ci": (0.94, 0.975), "accuracy": 0.88, "accuracy_ci": (0.86, 0.9), "sensitivity": 0.94,
+         "sensitivity_ci": (0.92, 0.96), "specificity": 0.78, "specificity_ci": (0.72, 0.83), "ece": 0.05},
+        {"method": "SGT + PACT W4A4", "bits": "4/4", "skipped": "needs one class per image"}]
+
+
+def test_table_aggregate_and_pareto_on_given_rows():
+    table = format_table(FAKE)
+    assert "| FP32 | 32/32 | 4.00 MB | 2.00 ms | 0.970 [0.950, 0.980] |" in table
+    assert "| PACT W4A4 | 4/4 | 0.60 MB | — |" in table and "not run: needs one class per image" in table
+    assert pareto_front(FAKE[:3], "file_bytes") == [2, 1, 0]
+    assert pareto_front(FAKE[:2] + [{**FAKE[0], "file_bytes": 5e6, "auc": 0.9}], "file_bytes") == [1, 0]
+    second = [{**r, "auc": r["auc"] - 0.01} if "auc" in r else r for r in FAKE]
+    agg = aggregate([{"seed": 0, "rows": FAKE}, {"seed": 1, "rows": second}])
+    assert agg[0]["auc_mean"] == pytest.approx(0.965) and agg[0]["auc_std"] == pytest.approx(0.01 / np.sqrt(2))
+    assert agg[0]["seeds"] == [0, 1] and "skipped" in agg[3]
+    assert "| FP32 | 32/32 | 2 | 4.00 ± 0.00 |" in format_aggregate(agg)
+    fig = plot_pareto(FAKE)
+    assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
+
+
+def _check_study(study, rows=ROWS):
+    got = [r["method"] for r in study["rows"]]
+    assert got == list(rows)
+    for r in study["rows"]:
+        if "skipped" in r:
+            continue
+        assert 0 <= r["auc"] <= 1 and r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1], r["method"]
+        for key in ("accuracy", "sensitivity", "specificity"):
+            assert r[f"{key}_ci"][0] <= r[key] <= r[f"{key}_ci"][1], (r["method"], key)
+        assert r["file_bytes"] > 0 and 0 <= r["ece"] <= 1
+        assert r["auc"] == pytest.approx(r["medmnist_auc"])
+    by = {r["method"]: r for r in study["rows"]}
+    if "PTQ int8" in by:
+        assert by["PTQ int8"]["file_bytes"] < 0.3 * by["FP32"]["file_bytes"]
+        assert by["FP32"]["latency_ms"] > 0 and by["PTQ int8"]["latency_ms"] > 0
+    if "PACT W4A4" in by:
+        assert by["PACT W4A4"]["file_bytes"] < by["PACT W8A8"]["file_bytes"] < by["FP32"]["file_bytes"]
+    return by
+
+
+def _poisoned(ds):
+    """A copy of ds whose labels are wrong (the images untouched)."""
+    import copy
+    bad = copy.copy(ds)
+    bad.labels = (1 - ds.labels) if ds.labels.max() <= 1 else (ds.labels + 1) % ds.info.num_classes
+    return bad
+
+
+@pytest.mark.slow
+def test_pneumoniamnist_study_at_ci_budget(data_root, tmp_path):
+    if not (data_root / "medmnist" / "pneumoniamnist.npz").exists():
+        pytest.skip("no PneumoniaMNIST")
+    study = run_study("pneumoniamnist", out=tmp_path, budget="ci", progress=False)
+    by = _check_study(study)
+    assert study["selection"]["chosen"] in ("weighted_loss", "sampler")
+    assert {c["imbalance"] for c in study["selection"]["candidates"]} == {"weighted_loss", "sampler"}
+    assert by["SGT + PACT W4A4"]["imbalance"] == "sampler" and by["SGT + PACT W4A4"]["sgt"]["fraction"] == 0.5
+    assert by["FP32"]["threshold_method"] == "youden" and "ppv" in by["FP32"]
+
+    # thresholds come from validation only: poisoned test labels leave every threshold as it was
+    recipe = medical.medical_recipe("ci")
+    val_ds, test_ds = medical.eval_splits("pneumoniamnist", recipe)
+    from qsal_lab.quant import OnnxClassifier
+    fp32 = OnnxClassifier(by["FP32"]["file"], threads=1)
+    clean = score_row("FP32", "32/32", fp32, val_ds, test_ds, recipe, file_bytes=1, latency_ms=None)
+    poisoned = score_row("FP32", "32/32", fp32, val_ds, _poisoned(test_ds), recipe, file_bytes=1, latency_ms=None)
+    assert clean["threshold"] == poisoned["threshold"] == by["FP32"]["threshold"]
+    assert clean["report"]["operating_point"] == poisoned["report"]["operating_point"]
+    assert poisoned["sensitivity"] == pytest.approx(1 - clean["specificity"])  # the test numbers did see the poison
+
+    # the figures draw from the rows, and the study saves as JSON
+    plot_pareto(study["rows"])
+    plot_reliability_diagrams(study["rows"])
+    path = medical.save_study(study, tmp_path / "study.json")
+    assert path.stat().st_size > 0
+
+    report = medical.evaluate_checkpoint(study["float_checkpoint"], val_subset=recipe.val_subset,
+                                         test_subset=recipe.test_subset, n_boot=50)
+    assert report["operating_point"]["method"] == "youden" and 0 <= report["auc"] <= 1
+
+
+@pytest.mark.slow
+def test_multiclass_study_on_a_synthetic_medmnist_file(tmp_path, monkeypatch):
+    """bloodmnist here is a SYNTHETIC file in MedMNIST's layout (tests/fixtures/medmnist.py), not BloodMNIST."""
+    root = synthetic_medmnist(monkeypatch, tmp_path / "data", "bloodmnist")
+    study = run_study("bloodmnist", out=tmp_path / "out", budget="ci", root=root, progress=False)
+    by = _check_study(study)
+    assert by["FP32"]["threshold"] is None and by["FP32"]["threshold_method"] == "argmax"
+    assert len(by["FP32"]["report"]["sensitivity_per_class"]) == 8
+    assert study["task"] == "multi-class"
+
+
+@pytest.mark.slow
+def test_multilabel_study_skips_sgt_and_says_why(tmp_path, monkeypatch):
+    """chestmnist here is a SYNTHETIC file in MedMNIST's layout, not ChestMNIST."""
+    root = synthetic_medmnist(monkeypatch, tmp_path / "data", "chestmnist")
+    rows = ("FP32", "SGT + PACT W4A4")
+    study = run_study("chestmnist", out=tmp_path / "out", budget="ci", root=root, rows=rows, progress=False)
+    by = _check_study(study, rows)
+    assert study["selection"]["chosen"] == "weighted_loss"  # no class-balanced sampler for several labels
+    assert "needs one class per image" in by["SGT + PACT W4A4"]["skipped"]
+    assert len(by["FP32"]["threshold"]) == 14
+
+
+def test_unknown_rows_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown rows \\['PACT W2A2'\\]"):
+        run_study("pneumoniamnist", out=tmp_path, budget="ci", rows=("FP32", "PACT W2A2"))
