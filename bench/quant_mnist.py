@@ -6,11 +6,15 @@
 
 One run, one budget, one test set:
   1. FP32: train SmallCNN with the budget's recipe (or load --fp-checkpoint);
-  2. PTQ int8 with ONNX Runtime (export_onnx + quantize_onnx: QDQ, per-channel int8 weights);
+  2. the cost of QAT: float and QAT training steps timed side by side on the same batches,
+     interleaved and repeated (qsal_lab.experiments.pact_sweep.train_step_seconds);
   3. PACT QAT at W/A = 8, 4, 3, 2 bits and PTQ W4A4 for contrast (qsal_lab.experiments.pact_sweep.bit_sweep,
-     the same code chapter 4 runs): test accuracy, deployed size, bit-packed file size;
-  4. the cost of QAT: float and QAT training steps timed side by side on the same batches,
-     interleaved and repeated (qsal_lab.experiments.pact_sweep.train_step_seconds).
+     the same code chapter 4 runs): test accuracy, before fine-tuning too, deployed size, bit-packed file size;
+  4. ONNX Runtime (pact_sweep.onnx_rows, as chapter 4): the float model, its int8 PTQ (export_onnx +
+     quantize_onnx: QDQ, per-channel int8 weights) and the PACT W8A8 and W4A4 models exported with their
+     learned clipping levels (export_qat_onnx): accuracy, agreement with the fake-quant model, file size,
+     latency at batch 1 on one thread, and which operators run on integers.
+Accuracy against FP32 is the drop (float minus quantized, positive = worse), said in words.
 Every figure is compared with its target and reported as met or MISSED in
 bench/results/quant_mnist.json and bench/results/quant_mnist.md. Nothing is asserted: wall-clock
 numbers depend on the machine and its load (which is recorded next to them).
@@ -31,6 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 QAT_BITS = (8, 4, 3, 2)
 PTQ_BITS = (4,)
+ONNX_QAT_BITS = (8, 4)  # the PACT models exported to ONNX Runtime
 TIMING_BITS = 4  # the QAT config whose training step is timed (the cost barely depends on the bit width)
 
 # (key, what is measured, target value, how it compares, unit)
@@ -85,19 +90,6 @@ def train_or_load_fp(args, budget, work, progress):
     return out / "checkpoint.pt", model.cpu().eval(), sum(history["seconds"]) / len(history.epochs)
 
 
-def int8_onnx(model, work, test_loader, calib_loader):
-    """Export to ONNX, quantize with ONNX Runtime, evaluate: accuracy and both file sizes."""
-    from qsal_lab.quant import OnnxClassifier, export_onnx, quantize_onnx
-    from qsal_lab.train import evaluate
-
-    fp32 = export_onnx(model, work / "smallcnn_fp32.onnx", metadata={"model_name": "smallcnn", "dataset": "mnist"})
-    int8 = quantize_onnx(fp32, work / "smallcnn_int8.onnx", calib_loader, num_batches=8, method="minmax")
-    fp32_clf, int8_clf = OnnxClassifier(fp32, threads=1), OnnxClassifier(int8, threads=1)
-    return {"fp32_onnx_accuracy": evaluate(fp32_clf, test_loader)["accuracy"],
-            "int8_accuracy": evaluate(int8_clf, test_loader)["accuracy"],
-            "fp32_onnx_bytes": fp32_clf.file_size_bytes, "int8_onnx_bytes": int8_clf.file_size_bytes}
-
-
 def time_training(model, budget, batches, rounds):
     """FP vs QAT training steps on the same batches; per-epoch estimates for a full MNIST epoch."""
     from qsal_lab.budget import recipe
@@ -126,13 +118,19 @@ def check_targets(values: dict) -> list[dict]:
 
 
 def _fmt(value, unit):
-    return f"{value:+.2f} pt" if unit == "pt" else f"{value:.3f}×"
+    from qsal_lab.experiments.report import describe_drop
+
+    return describe_drop(value, reference="FP32") if unit == "pt" else f"{value:.3f}×"
+
+
+def _fmt_target(tg):
+    return f"at most {tg['target']} pt below FP32" if tg["unit"] == "pt" else f"{tg['op']} {tg['target']:.3f}×"
 
 
 def markdown(result: dict) -> str:
-    from qsal_lab.experiments.pact_sweep import format_table
+    from qsal_lab.experiments.pact_sweep import format_onnx_table, format_precision_table, format_table
 
-    m, t, o = result["machine"], result["timing"], result["int8_onnx"]
+    m, t = result["machine"], result["timing"]
     lines = [f"# Quantizing SmallCNN on MNIST: benchmark ({result['budget']} budget)", "",
              f"Run {result['finished']}, {result['seconds_total']:.0f} s in all on {m['cpus']} CPU(s), "
              f"torch {m['torch']} with {t['threads']} thread(s); load average (1 min) "
@@ -143,14 +141,17 @@ def markdown(result: dict) -> str:
     lines += [f"Float model: {result['fp_source']}. Test set: {result['test_images']:,} MNIST test images.", "",
               "## Targets", "", "| figure | value | target | status |", "|---|---|---|---|"]
     for tg in result["targets"]:
-        lines.append(f"| {tg['figure']} | {_fmt(tg['value'], tg['unit'])} | {tg['op']} {_fmt(tg['target'], tg['unit']).lstrip('+')} "
+        lines.append(f"| {tg['figure']} | {_fmt(tg['value'], tg['unit'])} | {_fmt_target(tg)} "
                      f"| {'met' if tg['met'] else '**MISSED**'} |")
-    lines += ["", "## Every model", "", format_table(result["rows"]), "",
-              f"PTQ int8 (ORT): ONNX Runtime `quantize_static`, QDQ, per-channel int8 weights: accuracy "
-              f"{o['int8_accuracy']:.2%} (fp32 ONNX {o['fp32_onnx_accuracy']:.2%}); file "
-              f"{o['int8_onnx_bytes'] / 1024:.1f} KiB vs {o['fp32_onnx_bytes'] / 1024:.1f} KiB fp32 ONNX.",
+    lines += ["", "Accuracy drop = FP32 accuracy minus the quantized model's, in points (pt); positive = worse.", "",
+              "## Every model (PyTorch, fake-quant)", "", format_table(result["rows"]), "",
               "Sizes: 'size' counts weights at their bit width plus scales (all else float32); 'packed file' is "
-              "`save_packed`'s file, compared with `torch.save` of the float state_dict.", "",
+              "`save_packed`'s file, compared with `torch.save` of the float state_dict. 'Before fine-tuning': "
+              "the float model right after `quantize_model`.", "",
+              "## In ONNX Runtime (int8 QDQ files, one thread)", "", format_onnx_table(result["onnx_rows"]), "",
+              "PTQ int8: ONNX Runtime's `quantize_static` (QDQ, per-channel int8 weights, min-max calibration). "
+              "PACT QAT: `export_qat_onnx`, activation scales = learned alpha / (2^bits - 1). What ONNX Runtime "
+              "runs after fusing:", "", format_precision_table(result["onnx_rows"]), "",
               "## Training cost", "",
               f"FP and QAT ({t['qat_config']}) training steps, {t['batches']} batches of {t['batch_size']} each, "
               f"{t['rounds']} interleaved rounds per model (median):", "",
@@ -167,7 +168,7 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     from qsal_lab.budget import current_budget, pick
-    from qsal_lab.experiments.pact_sweep import bit_sweep, find_row, mnist_loaders
+    from qsal_lab.experiments.pact_sweep import bit_sweep, find_row, mnist_loaders, onnx_rows
 
     budget = current_budget(args.budget)
     progress = not args.quiet
@@ -188,34 +189,26 @@ def main(argv=None):
     result["timing"] = time_training(fp_model, budget, args.timing_batches or pick(ci=3, book=40, full=80, budget=budget),
                                      args.timing_rounds or pick(ci=2, book=3, full=5, budget=budget))
 
-    print("[bench] PTQ int8 with ONNX Runtime", flush=True)
     test_loader, calib_loader = mnist_loaders(budget)
     result["test_images"] = len(test_loader.dataset)
-    result["int8_onnx"] = int8_onnx(fp_model, work, test_loader, calib_loader)
-
     print(f"[bench] PACT QAT at W/A = {QAT_BITS}, PTQ at {PTQ_BITS}", flush=True)
     rows = bit_sweep(fp_ckpt, bits=QAT_BITS, ptq_bits=PTQ_BITS, out=work / "sweep", budget=budget, progress=progress)
-    fp = rows[0]
-    o = result["int8_onnx"]
-    ort_row = {"method": "PTQ int8 (ORT)", "w_bits": 8, "a_bits": 8, "accuracy": o["int8_accuracy"],
-               "size_bytes": o["int8_onnx_bytes"], "file_bytes": o["int8_onnx_bytes"], "seconds": 0.0,
-               "size_vs_fp32": o["int8_onnx_bytes"] / o["fp32_onnx_bytes"],
-               "file_vs_fp32": o["int8_onnx_bytes"] / o["fp32_onnx_bytes"],
-               "drop_pt": 100 * (fp["accuracy"] - o["int8_accuracy"]), "note": "sizes are ONNX files, vs the fp32 ONNX file"}
-    rows.insert(1, ort_row)
+    print(f"[bench] ONNX Runtime: FP32, PTQ int8, PACT at W/A = {ONNX_QAT_BITS}", flush=True)
+    onnx = onnx_rows(rows, fp_model, calib_loader, test_loader, out=work / "onnx", bits=ONNX_QAT_BITS)
     for row in rows:  # the alpha history is in the run folders; keep the JSON readable
         if "history" in row:
             history = row.pop("history")
             row["epoch_accuracy"] = [e.get("test_accuracy") for e in history]
             row["alphas"] = [e.get("alphas") for e in history]
             row["epoch_seconds"] = [e.get("seconds") for e in history]
-    result["rows"] = rows
+    result["rows"], result["onnx_rows"] = rows, onnx
+    fp32_onnx, int8_onnx = find_row(onnx, "FP32 (ORT)", 32), find_row(onnx, "PTQ int8 (ORT)", 8)
 
     result["targets"] = check_targets({
-        "ptq_int8_drop_pt": ort_row["drop_pt"],
+        "ptq_int8_drop_pt": int8_onnx["drop_pt"],
         "pact_w4a4_drop_pt": find_row(rows, "PACT QAT", 4)["drop_pt"],
         "pact_w2a2_drop_pt": find_row(rows, "PACT QAT", 2)["drop_pt"],
-        "int8_onnx_vs_fp32_onnx": ort_row["file_vs_fp32"],
+        "int8_onnx_vs_fp32_onnx": int8_onnx["file_bytes"] / fp32_onnx["file_bytes"],
         "packed_w4_vs_fp32": find_row(rows, "PACT QAT", 4)["file_vs_fp32"],
         "qat_vs_fp_epoch_time": result["timing"]["ratio"],
     })

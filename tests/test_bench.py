@@ -4,6 +4,7 @@ Only the report's completeness is tested, not whether the targets are met: ci nu
 tiny subsets and mean nothing (the book-budget run is what `make bench` shows).
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "quant_mnist.py"
 
-MODELS = [("FP32", 32), ("PTQ int8 (ORT)", 8), ("PACT QAT", 8), ("PACT QAT", 4), ("PACT QAT", 3), ("PACT QAT", 2),
-          ("PTQ", 4)]
+MODELS = [("FP32", 32), ("PACT QAT", 8), ("PACT QAT", 4), ("PACT QAT", 3), ("PACT QAT", 2), ("PTQ", 4)]
+ONNX_MODELS = [("FP32 (ORT)", 32), ("PTQ int8 (ORT)", 8), ("PACT QAT (ORT)", 8), ("PACT QAT (ORT)", 4)]
+DROP_IN_WORDS = re.compile(r"^(\d+\.\d\d pt (below|above) FP32|same as FP32)$")
 TARGETS = {  # key: (figure, target)
     "ptq_int8_drop_pt": ("PTQ int8 (ORT) accuracy drop vs FP32", 0.3),
     "pact_w4a4_drop_pt": ("PACT W4A4 accuracy drop vs FP32", 0.3),
@@ -44,6 +46,16 @@ def test_benchmark_reports_every_model_and_target_at_ci_budget(tmp_path, mnist_r
     # 4-bit weights are about an eighth of float32 ones, whatever the budget
     assert 0.1 < rows[("PACT QAT", 4)]["size_vs_fp32"] < rows[("PACT QAT", 8)]["size_vs_fp32"] < 0.3
     assert rows[("PACT QAT", 2)]["alphas"] and all(a for a in rows[("PACT QAT", 2)]["alphas"])
+    assert all(0.0 <= rows[("PACT QAT", b)]["accuracy_before"] <= 1.0 for b in (8, 4, 3, 2))
+
+    deployed = {(r["method"], r["w_bits"]): r for r in report["onnx_rows"]}
+    assert list(deployed) == ONNX_MODELS
+    for key, row in deployed.items():
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["agreement"] <= 1.0, key
+        assert row["file_bytes"] > 0 and row["latency_ms"] > 0, key
+    for key in ONNX_MODELS[1:]:  # every int8 model runs its convolutions as integer kernels
+        assert "QLinearConv x3" in deployed[key]["integer_ops"], deployed[key]
+    assert deployed[("PACT QAT (ORT)", 4)]["float_ops"] == "none"
 
     targets = {t["key"]: t for t in report["targets"]}
     assert set(targets) == set(TARGETS)
@@ -61,8 +73,13 @@ def test_benchmark_reports_every_model_and_target_at_ci_budget(tmp_path, mnist_r
         line = next((l for l in md.splitlines() if l.startswith(f"| {figure} |")), None)
         assert line is not None, f"no row for {figure!r} in quant_mnist.md"
         assert line.rstrip().endswith(("| met |", "| **MISSED** |")), line
-    for method, bits in MODELS:
-        assert f"| {method} | {'32/32' if method == 'FP32' else f'{bits}/{bits}'} |" in md, (method, bits)
+        if "drop" in figure:  # said in words, with the target: "0.06 pt below FP32 | at most 0.3 pt below FP32"
+            value, target = line.split(" | ")[1:3]
+            assert DROP_IN_WORDS.match(value), line
+            assert re.fullmatch(r"at most \d+(\.\d+)? pt below FP32", target), line
+    for method, bits in MODELS + ONNX_MODELS:
+        assert f"| {method} | {'32/32' if bits == 32 else f'{bits}/{bits}'} |" in md, (method, bits)
+    assert "## In ONNX Runtime" in md
 
 
 def test_benchmark_rejects_a_missing_checkpoint(tmp_path):
