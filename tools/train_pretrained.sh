@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Re-train the checkpoints shipped in qsal_lab/pretrained/, each with the command recorded beside it.
-#   bash tools/train_pretrained.sh            (needs QSAL_DATA or network access; ~5 min on 2 CPU cores)
+#   bash tools/train_pretrained.sh            (needs QSAL_DATA or network access; ~5 min on 2 CPU cores for mnist_smallcnn;
+#   the fine-tunings after it record their own seconds per epoch in their metrics.json)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -13,3 +14,13 @@ ship() {  # ship NAME COMMAND...: run the training command into runs/NAME, then 
 }
 
 ship mnist_smallcnn qsal train --dataset mnist --model smallcnn --budget full --seed 0
+# Chapters 6 and 7: the SGT float model (the model above fine-tuned with saliency-guided training), then PACT and
+# SGT + PACT fine-tunings at W/A = 8, 4, 2 with chapter 4's recipes (qsal_lab.experiments.pact_sweep.qat_recipe, book)
+ship mnist_sgt_smallcnn qsal train --dataset mnist --model smallcnn --method sgt --init-from qsal_lab/pretrained/mnist_smallcnn --epochs 2 --train-subset 30000 --lr 5e-4 --seed 0
+for family in pact sgt_pact; do
+  init=qsal_lab/pretrained/mnist_smallcnn method=pact
+  [ $family = sgt_pact ] && init=qsal_lab/pretrained/mnist_sgt_smallcnn method=pact+sgt
+  ship mnist_${family}_w8a8 qsal train --dataset mnist --model smallcnn --method $method --w-bits 8 --a-bits 8 --pact-alpha 8 --init-from $init --epochs 2 --train-subset 10000 --lr 5e-4 --seed 0
+  ship mnist_${family}_w4a4 qsal train --dataset mnist --model smallcnn --method $method --w-bits 4 --a-bits 4 --pact-alpha 4 --init-from $init --epochs 4 --train-subset 15000 --lr 5e-4 --seed 0
+  ship mnist_${family}_w2a2 qsal train --dataset mnist --model smallcnn --method $method --w-bits 2 --a-bits 2 --pact-alpha 2 --init-from $init --epochs 5 --train-subset 24000 --lr 1e-3 --seed 0
+done
