@@ -12,7 +12,6 @@ goes to _build/screenshots/<page>.png, to look at.
 
 import functools
 import http.server
-import re
 import shutil
 import threading
 from pathlib import Path
