@@ -144,3 +144,39 @@ def test_edge_benchmark_reads_the_emulation_results(tmp_path):
     (tmp_path / "emu.json").write_text(json.dumps({"inputs": 64, "cpus": {"cortex-a72": entry}}))
     found = edge.emulation(tmp_path / "emu.json")
     assert found["status"] == "run" and found["cpus"]["cortex-a72"]["fp32"]["max_abs_logit_diff"] == 1e-5
+
+
+SALIENCY_BENCH = ROOT / "bench" / "saliency_mnist.py"
+SALIENCY_MODELS = ["Standard", "PACT W4A4", "PACT W2A2", "SGT", "SGT + PACT W4A4", "SGT + PACT W2A2"]
+SALIENCY_TARGETS = {"sgt_drop_pt": 0.5, "sgt_pact_w4a4_drop_pt": 0.5, "sgt_pact_w2a2_drop_pt": 1.5,
+                    "fused_step_ratio": 2.1, "sgt_minus_standard_area_saliency": 0.0,
+                    "sgt_minus_standard_area_ig": 0.0}
+
+
+@pytest.mark.slow
+def test_saliency_benchmark_reports_every_model_and_target_at_ci_budget(tmp_path, mnist_root):
+    results = tmp_path / "results"
+    run = subprocess.run([sys.executable, str(SALIENCY_BENCH), "--budget", "ci", "--results", str(results), "--quiet"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-5000:]
+    report = json.loads((results / "saliency_mnist.json").read_text())
+    assert report["budget"] == "ci"
+    assert sorted({r["model"] for r in report["rows"]}) == sorted(SALIENCY_MODELS)
+    assert {(r["model"], r["method"]) for r in report["rows"]} == {(m, k) for m in SALIENCY_MODELS
+                                                                   for k in ("saliency", "ig")}
+    for r in report["rows"]:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["area"] <= 1 and 0 <= r["gini"] <= 1
+        assert (r["spearman"] is None) == (r["bits"] == 32)
+    targets = {t["key"]: t for t in report["targets"]}
+    assert {k: t["target"] for k, t in targets.items()} == SALIENCY_TARGETS
+    for t in targets.values():
+        assert t["met"] == (t["value"] < t["target"] if t["unit"] == "area" else t["value"] <= t["target"])
+        assert t["met"] or t["why"]
+    timing = report["timing"]
+    assert abs(timing["fused_ratio"] - timing["fused_s"] / timing["standard_s"]) < 1e-9
+    assert report["machine"]["start"]["loadavg_1min"] is not None
+    md = (results / "saliency_mnist.md").read_text()
+    assert "ci budget" in md and "load average" in md
+    for figure in (t["figure"] for t in report["targets"]):
+        line = next((l for l in md.splitlines() if l.startswith(f"| {figure} |")), None)
+        assert line is not None and line.rstrip().endswith(("| met |", "| **MISSED** |")), figure

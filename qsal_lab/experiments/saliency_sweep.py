@@ -217,7 +217,8 @@ TOLERANCES = {"accuracy": 0.5,      # pt below the float model (the benchmark's 
 
 def first_degraded(rows: list[dict], family: str, method: str = "saliency", tolerances: dict | None = None) -> dict:
     """{"accuracy" | "faithfulness" | "agreement": the largest bit width at which it left its tolerance
-    (None if it never did)}, for a family's PACT models."""
+    (None if it never did)}, for a family's PACT models. Faithfulness is 32 when the float model's own maps
+    do no better than random removal (random − area <= 0): there is no gap to lose."""
     tol = {**TOLERANCES, **(tolerances or {})}
     drops = by_bits(rows, family, method, "drop_pt")
     gaps = by_bits(rows, family, method, "gap")
@@ -226,7 +227,10 @@ def first_degraded(rows: list[dict], family: str, method: str = "saliency", tole
     tests = {"accuracy": lambda b: drops[b] > tol["accuracy"],
              "faithfulness": lambda b: gaps[b] < tol["faithfulness"] * fp_gap,
              "agreement": lambda b: rho[b] is not None and rho[b] < tol["agreement"]}
-    return {name: next((b for b in gaps if test(b)), None) for name, test in tests.items()}
+    out = {name: next((b for b in gaps if test(b)), None) for name, test in tests.items()}
+    if fp_gap <= 0:
+        out["faithfulness"] = 32
+    return out
 
 
 def summary_table(rows: list[dict]) -> str:

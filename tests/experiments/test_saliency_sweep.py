@@ -85,4 +85,6 @@ def test_first_degraded_reads_the_tolerances():
     assert first_degraded(rows, "Standard") == {"accuracy": 2, "faithfulness": 4, "agreement": 2}
     assert first_degraded(rows, "Standard", tolerances={"agreement": 0.95}) ["agreement"] == 8
     assert first_degraded(rows[:2], "Standard") == {"accuracy": None, "faithfulness": None, "agreement": None}
+    rows[0]["gap"] = -0.01  # the float maps no better than random: nothing to lose
+    assert first_degraded(rows, "Standard")["faithfulness"] == 32
     assert np.isfinite(rows[0]["gap"])
