@@ -155,7 +155,8 @@ def compare_backends(backends: dict, example, threads: int = 1, min_queries: int
                      rss: bool = True, rss_queries: int = 50, budget: str | None = None, progress: bool = False) -> dict:
     """Benchmark several backends of one model in one interleaved run.
 
-    backends: {name: torch module | .onnx path | OnnxClassifier | callable}, e.g. from prepare_backends.
+    backends: {name: torch module | .onnx path | OnnxClassifier | callable}, e.g. from prepare_backends
+    (torch modules and callables get a float32 CPU torch tensor, ONNX Runtime a float32 numpy array).
     example: a float batch (N, C, H, W); latency runs on its first row, throughput at each of
     `batch_sizes` on its rows repeated to that size (interleaved too, for `throughput_seconds` each).
     Returns {"rows": [one dict per backend], "order": names in the order their latency blocks ran,
