@@ -230,6 +230,15 @@ def cmd_deploy(args):
           f"run.py, samples/, README.md (the steps on the Raspberry Pi)")
 
 
+def cmd_grade(args):
+    from .grade import format_table, grade, to_csv, to_json
+
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds per notebook, got {args.timeout}")
+    results = grade(args.paths, timeout=args.timeout, budget=args.budget, progress=not (args.json or args.csv))
+    print(to_json(results) if args.json else to_csv(results).rstrip("\n") if args.csv else format_table(results))
+
+
 ENVIRONMENT = """environment variables:
   QSAL_DATA     data root (an absolute path; default: a per-user cache, filled by downloads)
   QSAL_BUDGET   ci | book | full: epochs and subset sizes when --budget is not given (default book)
@@ -329,6 +338,17 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--method", choices=["minmax", "percentile", "entropy"], default="minmax")
     y.add_argument("--samples", type=int, default=8, help="test images shipped in samples/ with their logits (default 8)")
     y.set_defaults(func=cmd_deploy)
+
+    g = sub.add_parser("grade", help="run learners' exercise notebooks headless and report each check "
+                                     "(passed, failed with its message, error, timeout)")
+    g.add_argument("paths", nargs="+", metavar="PATH",
+                   help="exercise notebooks, a learner's folder of them, or a folder with one folder per learner")
+    g.add_argument("--timeout", type=float, default=600, help="seconds per notebook (default 600)")
+    g.add_argument("--budget", choices=["ci", "book", "full"], default="ci", help="QSAL_BUDGET of the runs (default ci)")
+    out = g.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print every notebook's result as JSON")
+    out.add_argument("--csv", action="store_true", help="print one CSV row per check (a gradebook)")
+    g.set_defaults(func=cmd_grade)
     return p
 
 

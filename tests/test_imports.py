@@ -22,7 +22,7 @@ LAYERS = [
     {"train"},                         # the training loop: float, PACT, SGT
     {"edge", "pretrained"},
     {"experiments"},                   # drivers shared by a chapter and its benchmark
-    {"checks", "cli"},                 # what learners and users call
+    {"checks", "cli", "grade"},        # what learners, users and instructors call
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
