@@ -1,0 +1,92 @@
+"""The publishing workflow (.github/workflows/book.yml) cannot run here; this reads it and checks
+what it promises: triggers, Pages permissions, a build with real data, the Pages artifact and
+deployment, and that its config step gives the published book its repository and launch buttons
+while the committed _config.yml names no repository."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
+
+
+@pytest.fixture(scope="module")
+def workflow():
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def steps(workflow, job):
+    return workflow["jobs"][job]["steps"]
+
+
+def step_using(workflow, job, action):
+    found = [s for s in steps(workflow, job) if s.get("uses", "").split("@")[0] == action]
+    assert found, f"job {job} has no step using {action}"
+    return found[0]
+
+
+def test_triggers_and_permissions(workflow):
+    on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+    assert on["push"]["branches"] == ["main"]
+    assert "workflow_dispatch" in on
+    assert workflow["permissions"]["pages"] == "write"
+    assert workflow["permissions"]["id-token"] == "write"
+
+
+def test_build_job_builds_with_real_data_and_uploads_the_html(workflow):
+    actions = [s.get("uses", "").split("@")[0] for s in steps(workflow, "build")]
+    assert actions[:2] == ["actions/checkout", "actions/setup-python"]
+    assert str(step_using(workflow, "build", "actions/setup-python")["with"]["python-version"]) == "3.11"
+    runs = [s.get("run", "") for s in steps(workflow, "build")]
+    assert any(re.search(r"^make book\b", run, re.M) for run in runs), "no step runs `make book`"
+    # real data: nothing points the build at a local copy or the CIFAR-10 stand-in
+    text = WORKFLOW.read_text()
+    for name in ("QSAL_DATA", "QSAL_STANDIN"):
+        assignments = re.findall(rf"{name}\s*[:=]", text)
+        assert not assignments, f"the workflow sets {name}: the published book must download real data"
+    upload = step_using(workflow, "build", "actions/upload-pages-artifact")
+    assert upload["with"]["path"] == "_build/html"
+
+
+def test_deploy_job_publishes_to_pages(workflow):
+    deploy = workflow["jobs"]["deploy"]
+    assert deploy["needs"] == "build"
+    assert deploy["environment"]["name"] == "github-pages"
+    step = step_using(workflow, "deploy", "actions/deploy-pages")
+    assert "steps.deployment.outputs.page_url" in deploy["environment"]["url"] and step["id"] == "deployment"
+
+
+def config_step(workflow):
+    found = [s for s in steps(workflow, "build") if "REPOSITORY_URL" in s.get("env", {})]
+    assert len(found) == 1, "expected one step that writes the repository's address into _config.yml"
+    return found[0]
+
+
+def test_committed_config_names_no_repository():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert not config.get("repository", {}).get("url"), "_config.yml must not name a repository address"
+    assert not config["html"]["use_repository_button"]
+    assert not config["launch_buttons"]["colab_url"] and not config["launch_buttons"]["binderhub_url"]
+
+
+def test_config_step_fills_the_buttons_from_githubs_variables(workflow, tmp_path):
+    step = config_step(workflow)
+    assert step["env"]["REPOSITORY_URL"] == "${{ github.server_url }}/${{ github.repository }}"
+    assert step["env"]["BRANCH"] == "${{ github.ref_name }}"
+    # run the step's own Python on a copy of _config.yml, as GitHub would
+    script = re.search(r"<<'PY'\n(.*?)^\s*PY\s*$", step["run"], re.S | re.M).group(1)
+    (tmp_path / "_config.yml").write_text((ROOT / "_config.yml").read_text())
+    env = {**os.environ, "REPOSITORY_URL": "https://github.example/owner/repo", "BRANCH": "main"}
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True)
+    written = yaml.safe_load((tmp_path / "_config.yml").read_text())
+    assert written["repository"] == {"url": "https://github.example/owner/repo", "branch": "main"}
+    assert written["html"]["use_repository_button"] is True
+    assert written["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert written["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
+    original = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert written["execute"] == original["execute"] and written["sphinx"] == original["sphinx"]
