@@ -5,7 +5,8 @@ faithfulness (removal) curve, compared with qsal_lab.saliency.topk_iou and remov
     removal_curve(model, x, y, maps, fractions, seed=0)    -> one accuracy per fraction
 
 For the removal curve only the ranking and removal are the learner's: the replacement values come from
-`replace_pixels(x, mask, generator)`, exactly what qsal_lab.saliency.mask_features puts in."""
+`replace_pixels(x, mask, generator)` (qsal_lab.saliency.replace_pixels, re-exported here), exactly what
+mask_features puts in."""
 from __future__ import annotations
 
 import itertools
@@ -14,7 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..saliency.masking import replace_pixels
 from .common import CheckFailed, call, passed
+
+__all__ = ["replace_pixels", "check_topk_iou", "check_topk_iou_on_maps", "check_removal_curve",
+           "check_removal_curve_on_model"]
 
 K_HINT = ("k is a fraction of the pixels (k=0.1 means the top 10 %), not a count: take "
           "count = max(1, round(k * H * W)) pixels per image")
@@ -24,30 +29,6 @@ COUNT_ERRORS = [("must be int, not float", K_HINT), ("expected int", K_HINT), ("
 
 
 # ----------------------------------------------------------------------------- the replacement helper
-
-def replace_pixels(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """x with the pixels where `mask` is True replaced, as qsal_lab.saliency.mask_features replaces them.
-
-    x: (N, C, H, W) images; mask: a bool tensor (N, 1, H, W) (or (N, H, W)), True = replace that pixel in
-    every channel. Each replaced value is drawn uniformly from [min, max] of its image's channel, from
-    `generator` (torch.rand over the whole of x, whatever the mask, so a seeded run is reproducible).
-    Returns a new tensor; x is not changed."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise ValueError(f"x must be a batch of images (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor (True = replace), got "
-                        f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__}; "
-                        f"e.g. torch.zeros(N, H * W, dtype=torch.bool).scatter_(1, indices, True)")
-    n, _, h, w = x.shape
-    if mask.numel() != n * h * w:
-        raise ValueError(f"mask must have one entry per pixel, (N, 1, H, W) = ({n}, 1, {h}, {w}); got shape "
-                         f"{tuple(mask.shape)}")
-    mask = mask.reshape(n, 1, h, w).to(x.device)
-    x = x.detach()
-    low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
-    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return torch.where(mask, low + (high - low) * noise, x)
-
 
 # ----------------------------------------------------------------------------- shared helpers
 

@@ -10,7 +10,7 @@
 """
 from .attribution import (GRADIENT_METHODS, METHODS, PERTURBATION_METHODS, attribute, black_baseline,
                           last_conv_layer, make_baseline, method_options, normalize_maps)
-from .masking import mask_features
+from .masking import mask_features, replace_pixels
 from .metrics import (FRACTIONS, RemovalCurve, agreement, cascading_randomization, concentration, entropy,
                       faithfulness, gini, random_saliency, removal_curve, spearman, ssim, summarize, topk_iou)
 from .sgt import (SGTConfig, SGTStep, compare_steps, default_fraction, fused_step, input_saliency, kl_to_masked,

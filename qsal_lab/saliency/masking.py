@@ -44,6 +44,28 @@ def mask_features(x: torch.Tensor, saliency: torch.Tensor, fraction: float, *, l
     score = (saliency.detach().abs() if abs else saliency.detach()).sum(1).reshape(n, h * w)
     order = torch.argsort(score, dim=1, descending=not least, stable=True)[:, :k]
     mask = torch.zeros(n, h * w, dtype=torch.bool, device=x.device).scatter_(1, order, True).view(n, 1, h, w)
+    return replace_pixels(x, mask, generator), mask
+
+
+def replace_pixels(x: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x with the pixels where `mask` is True replaced, the way `mask_features` replaces them.
+
+    x: (N, C, H, W) images; mask: a bool tensor (N, 1, H, W) (or (N, H, W)), True = replace that pixel in
+    every channel. Each replaced value is drawn uniformly from [min, max] of its image's channel, from
+    `generator` (torch.rand over the whole of x, whatever the mask, so a seeded run is reproducible).
+    Returns a new tensor; x is not changed."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"x must be a batch of images (N, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = replace), got "
+                        f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__}; "
+                        f"e.g. torch.zeros(N, H * W, dtype=torch.bool).scatter_(1, indices, True)")
+    n, _, h, w = x.shape
+    if mask.numel() != n * h * w:
+        raise ValueError(f"mask must have one entry per pixel, (N, 1, H, W) = ({n}, 1, {h}, {w}); got shape "
+                         f"{tuple(mask.shape)}")
+    mask = mask.reshape(n, 1, h, w).to(x.device)
+    x = x.detach()
     low, high = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
     noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    return torch.where(mask, low + (high - low) * noise, x), mask
+    return torch.where(mask, low + (high - low) * noise, x)
