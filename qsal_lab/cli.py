@@ -62,11 +62,17 @@ def cmd_train(args):
     from .train import train_model
 
     quant, sgt = _quant_config(args), _sgt_config(args)
-    model, history = train_model(args.dataset, args.model, budget=args.budget, out=args.out, quant=quant, sgt=sgt,
+    dataset = args.dataset
+    if args.size is not None:  # MedMNIST's larger images: 'pathmnist' at 64 is 'pathmnist_64'
+        from .data import dataset_info
+        dataset = dataset_info(dataset, args.size).name
+    augment = {"none": False, None: None}.get(args.augment, args.augment)
+    model, history = train_model(dataset, args.model, budget=args.budget, out=args.out, quant=quant, sgt=sgt,
                                  init_from=args.init_from, epochs=args.epochs, lr=args.lr,
                                  batch_size=args.batch_size, train_subset=args.train_subset,
                                  test_subset=args.test_subset, seed=args.seed, device=args.device,
-                                 resume=not args.restart)
+                                 resume=not args.restart, width=args.width, imbalance=args.imbalance,
+                                 augment=augment)
     final = history.final
     shown = {k: round(v, 4) for k, v in final.items() if k.startswith("test_") and isinstance(v, float)}
     print(f"wrote {Path(args.out) / 'checkpoint.pt'} and {Path(args.out) / 'metrics.json'}: {shown}")
@@ -85,10 +91,21 @@ def _eval_data(args, ckpt):
     return ds, make_loader(ds, batch_size=256)
 
 
+def _has_validation(args, ckpt) -> bool:
+    from .data import dataset_info
+
+    dataset = args.dataset or ckpt["model_spec"].get("dataset")
+    return bool(dataset) and "val" in dataset_info(dataset).splits
+
+
 def cmd_eval(args):
     from .train import evaluate, load_checkpoint
 
+    if args.target_sensitivity is not None and args.threshold != "sensitivity":
+        raise ValueError("--target-sensitivity needs --threshold sensitivity")
     model, ckpt = load_checkpoint(args.checkpoint)
+    if args.split == "test" and _has_validation(args, ckpt):
+        return _clinical_eval(args, ckpt)
     ds, loader = _eval_data(args, ckpt)
     metrics = evaluate(model, loader, device=args.device)
     metrics.update(dataset=ds.name, split=args.split, checkpoint=str(args.checkpoint))
@@ -97,6 +114,51 @@ def cmd_eval(args):
     else:
         for k, v in metrics.items():
             print(f"{k:12s} {v:.4f}" if isinstance(v, float) else f"{k:12s} {v}")
+
+
+def _clinical_eval(args, ckpt):
+    """MedMNIST: test metrics at the threshold chosen on the validation split, with bootstrap CIs."""
+    from .budget import current_budget, recipe
+    from .experiments.medical import evaluate_checkpoint
+
+    subset = args.subset if args.subset else recipe(ckpt["model_spec"]["model"], current_budget(args.budget)).test_subset
+    r = evaluate_checkpoint(args.checkpoint, args.dataset, threshold_method=args.threshold,
+                            target_sensitivity=args.target_sensitivity or 0.95, test_subset=subset,
+                            n_boot=args.n_boot, seed=args.seed)
+    op = r["operating_point"]
+    names = ("auc", "accuracy", "sensitivity", "specificity", "balanced_accuracy", "ppv", "npv")
+    result = {"dataset": r["dataset"], "split": "test", "checkpoint": str(args.checkpoint), "n": r["test_n"],
+              "val_n": r["val_n"], "task": r["task"], "threshold": op["threshold"], "threshold_method": op["method"],
+              "threshold_chosen_on": "val", "threshold_rule": op["description"],
+              "target_sensitivity": op.get("target_sensitivity"),
+              **{k: r[k] for k in names if k in r}, "ci": r["ci"], "ci_level": r["ci_level"], "n_boot": r["n_boot"],
+              "ece": r["ece"], "ece_bins": r["calibration"]["n_bins"], "confusion": r.get("confusion"),
+              "medmnist": r["medmnist"]}
+    if args.json:
+        print(json.dumps(_finite(result)))
+        return
+    print(f"{r['dataset']} test split (n={r['test_n']}), {args.checkpoint}")
+    print(f"decision: {op['description']}")
+    for k in names:
+        if k in r and r[k] is not None:
+            low, high = r["ci"].get(k, (None, None))
+            ci = f"  [{low:.4f}, {high:.4f}] ({100 * r['ci_level']:.0f}% bootstrap CI)" if low is not None else ""
+            print(f"  {k:18s} {r[k]:.4f}{ci}")
+    print(f"  {'ECE':18s} {r['ece']:.4f} ({r['calibration']['n_bins']} bins)")
+    if r.get("confusion") is not None:
+        print(f"  confusion [true][predicted]: {r['confusion']}")
+    print(f"  MedMNIST's own AUC / ACC: {r['medmnist']['auc']:.4f} / {r['medmnist']['acc']:.4f}")
+
+
+def _finite(value):
+    """JSON has no NaN: undefined ratios (e.g. PPV with nothing flagged) become null."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def cmd_saliency(args):
@@ -282,9 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sgt-lambda", type=float, help="SGT: weight of the KL term, >= 0 (default 1)")
     t.add_argument("--init-from", help="start from this checkpoint (e.g. fine-tune a float model with PACT)")
     t.add_argument("--restart", action="store_true", help="ignore an unfinished run in --out instead of resuming")
+    t.add_argument("--size", type=int, help="MedMNIST image size: 28 (default), 64, 128 or 224 (files <flag>_<size>.npz)")
+    t.add_argument("--width", type=float, default=1.0, help="ResNet-18 channel multiplier (default 1; 0.5: 32..256)")
+    t.add_argument("--imbalance", choices=["none", "weighted_loss", "sampler"], default="none",
+                   help="class imbalance: class-weighted loss or class-balanced sampler (default none)")
+    t.add_argument("--augment", choices=["none", "crop_flip", "shift"],
+                   help="override the recipe's augmentation: crop_flip (CIFAR), shift (+-2 px, no flip)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test split")
+    e = sub.add_parser("eval", help="evaluate a checkpoint on its dataset's test split (MedMNIST: clinical metrics "
+                                    "at a threshold chosen on the validation split, with bootstrap CIs)")
     e.add_argument("--checkpoint", required=True, help="checkpoint.pt (or the folder holding it)")
     e.add_argument("--dataset", help="default: the dataset it was trained on")
     e.add_argument("--split", default="test")
@@ -292,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--budget", choices=["ci", "book", "full"], help="ci evaluates on a subset")
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print one JSON object (for machines)")
+    e.add_argument("--threshold", choices=["youden", "sensitivity"], default="youden",
+                   help="MedMNIST binary tasks: how the validation split picks the threshold: Youden's J (default) or "
+                        "the first threshold reaching --target-sensitivity (screening)")
+    e.add_argument("--target-sensitivity", type=float, help="with --threshold sensitivity (default 0.95)")
+    e.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% CIs (default 2000)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     e.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("saliency", help="saliency maps of test images as a figure, with faithfulness and Gini")

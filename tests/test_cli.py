@@ -56,6 +56,10 @@ def test_top_level_help_lists_the_environment_variables(capsys):
     (["saliency", "--onnx", "m.onnx", "--method", "ig", "--out", "m.png"],
      "--method ig needs gradients, which an ONNX model does not have; use --method occlusion"),
     (["saliency", "--checkpoint", "x", "--fractions", "0,2", "--out", "m.png"], "fractions must be increasing numbers"),
+    (["train", "--dataset", "organmnist3d", "--out", "x"], "'organmnist3d' is a 3D MedMNIST flag"),
+    (["train", "--dataset", "pathmnist", "--size", "32", "--out", "x"], "MedMNIST images come in sizes 28, 64, 128, 224"),
+    (["train", "--dataset", "mnist", "--imbalance", "oversample", "--out", "x"], "invalid choice: 'oversample'"),
+    (["eval", "--checkpoint", "x", "--target-sensitivity", "0.9"], "--target-sensitivity needs --threshold sensitivity"),
 ])
 def test_bad_input_is_one_clear_line(args, message):
     code, out, err = run(*args)
@@ -89,8 +93,10 @@ def test_train_then_eval(dataset, extra, data_root, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(out), "--json", "--subset", "300"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["n"] == 300 and 0 <= result["accuracy"] <= 1 and "auc" in result
-    if dataset == "pneumoniamnist":
-        assert {"sensitivity", "specificity"} <= result.keys()
+    if dataset == "pneumoniamnist":  # clinical metrics at the threshold chosen on the validation split
+        assert {"sensitivity", "specificity", "ppv", "npv", "ci", "ece"} <= result.keys()
+        assert result["threshold_chosen_on"] == "val" and result["threshold_method"] == "youden"
+        assert 0 <= result["threshold"] <= 1 and "Youden" in result["threshold_rule"]
 
 
 PRETRAINED = "qsal_lab/pretrained/mnist_smallcnn"
@@ -160,3 +166,40 @@ def test_sgt_fraction_defaults_to_the_papers(data_root, tmp_path):
                  "--test-subset", "100", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["sgt"]["fraction"] == 0.5
 
+
+
+@pytest.mark.slow  # trains a small ResNet-18 (~15 s)
+def test_medmnist_train_options_and_screening_threshold(data_root, tmp_path, capsys):
+    out = tmp_path / "pneu"
+    assert main(["train", "--dataset", "pneumoniamnist", "--model", "resnet18", "--width", "0.25", "--imbalance",
+                 "sampler", "--augment", "shift", "--budget", "ci", "--epochs", "1", "--train-subset", "300",
+                 "--test-subset", "100", "--out", str(out)]) == 0
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["imbalance"] == "sampler" and config["recipe"]["augment"] == "shift"
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--subset", "200", "--threshold", "sensitivity",
+                 "--target-sensitivity", "0.9", "--n-boot", "100", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["threshold_method"] == "sensitivity" and result["target_sensitivity"] == 0.9
+    assert result["n"] == 200 and result["val_n"] == 524
+    low, high = result["ci"]["auc"]
+    assert low <= result["auc"] <= high
+    assert main(["eval", "--checkpoint", str(out), "--subset", "200", "--n-boot", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "decision: Youden's J on the validation split (n=524)" in text and "95% bootstrap CI" in text
+
+
+@pytest.mark.slow  # trains and quantizes on a synthetic file (~20 s)
+def test_train_ptq_eval_on_another_flag(tmp_path, monkeypatch, capsys):
+    """bloodmnist here is a SYNTHETIC file in MedMNIST's layout (tests/fixtures/medmnist.py), not BloodMNIST."""
+    from tests.fixtures.medmnist import synthetic_medmnist
+
+    monkeypatch.setenv("QSAL_DATA", str(synthetic_medmnist(monkeypatch, tmp_path / "data", "bloodmnist")))
+    out = tmp_path / "blood"
+    assert main(["train", "--dataset", "bloodmnist", "--model", "resnet18", "--width", "0.25", "--imbalance",
+                 "weighted_loss", "--budget", "ci", "--epochs", "1", "--out", str(out)]) == 0
+    assert main(["ptq", "--checkpoint", str(out), "--out", str(tmp_path / "blood_int8.onnx"), "--calib", "64"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--json", "--n-boot", "50"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["threshold"] is None and result["threshold_method"] == "argmax" and len(result["confusion"]) == 8
