@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,7 +132,8 @@ def run_notebook(nb, cwd, timeout: float, budget: str = "ci", kernel_name: str =
     deadline = time.monotonic() + timeout
     index = 0
     try:
-        with client.setup_kernel(env=kernel_env(budget)):
+        # the kernel's own stderr (e.g. "[IPKernelApp] WARNING | ... TCP") says nothing about the learner's work
+        with client.setup_kernel(env=kernel_env(budget), stderr=subprocess.DEVNULL):
             for index, cell in enumerate(nb.cells):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -226,8 +228,7 @@ def format_table(results: list[NotebookResult]) -> str:
     """A table per learner and exercise (passed/total), then one line per check that did not pass."""
     rows = [("learner", "exercise", "passed", "status")]
     for r in results:
-        rows.append((r.learner, r.exercise, f"{r.passed}/{r.total}" if r.checks else "-",
-                     "all passed" if r.status == "graded" and r.passed == r.total else r.status))
+        rows.append((r.learner, r.exercise, f"{r.passed}/{r.total}" if r.checks else "-", _summary(r)))
     widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     details = []
@@ -238,6 +239,14 @@ def format_table(results: list[NotebookResult]) -> str:
             if c.status != "passed":
                 details.append(f"{r.learner}/{r.exercise}, {c.check} (cell {c.cell}): {c.status}: {c.message}")
     return "\n".join(lines + ([""] + details if details else []))
+
+
+def _summary(r: NotebookResult) -> str:
+    """'all passed', or how many checks ended how ('3 failed, 1 error'), or the notebook's status."""
+    if not r.checks or r.status == "error":
+        return r.status
+    counts = [(status, sum(c.status == status for c in r.checks)) for status in STATUSES[1:]]
+    return ", ".join(f"{n} {status}" for status, n in counts if n) or "all passed"
 
 
 def to_json(results: list[NotebookResult]) -> str:

@@ -64,6 +64,7 @@ def test_pass_fail_and_error_per_learner(tmp_path):
 
     table = grade.format_table(list(results.values()))
     assert "alice    01_double  1/1     all passed" in table
+    assert "bob      01_double  0/1     1 failed" in table
     assert "bob/01_double, check_double (cell 2): failed: double(2) returned None, expected 4" in table
 
 
@@ -85,6 +86,7 @@ def test_infinite_loop_times_out_and_the_run_goes_on(tmp_path):
     frank, gina = results
     assert frank.status == "timeout" and "5 s in cell 3" in frank.message
     assert [c.status for c in frank.checks] == ["passed", "timeout"]
+    assert "frank    01_double  1/2     1 timeout" in grade.format_table(results)
     assert gina.status == "graded" and gina.passed == 1
 
 
