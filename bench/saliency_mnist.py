@@ -200,6 +200,8 @@ def main(argv=None):
     for tg in result["targets"]:
         if not tg["met"]:
             tg["why"] = why_missed(tg, rows)
+            if tg["key"].startswith("sgt_minus_standard_area"):
+                tg["why"] += f" The SGT model: `{models['SGT'].info['command']}`."
     result["machine"]["end"] = load()
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds_total"] = time.perf_counter() - t0
