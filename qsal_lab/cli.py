@@ -293,11 +293,15 @@ def cmd_deploy(args):
 
 
 def cmd_grade(args):
-    from .grade import format_table, grade, to_csv, to_json
+    from .grade import REPOSITORY_EXERCISES, format_table, grade, to_csv, to_json
 
     if not args.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds per notebook, got {args.timeout}")
-    results = grade(args.paths, timeout=args.timeout, budget=args.budget, progress=not (args.json or args.csv))
+    if args.reference and not Path(args.reference).is_dir():
+        raise ValueError(f"--reference {args.reference} is not a folder: give the folder of the handed-out exercises")
+    reference = None if args.own_checks else args.reference or REPOSITORY_EXERCISES
+    results = grade(args.paths, timeout=args.timeout, budget=args.budget, progress=not (args.json or args.csv),
+                    reference_dir=reference)
     print(to_json(results) if args.json else to_csv(results).rstrip("\n") if args.csv else format_table(results))
 
 
@@ -420,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exercise notebooks, a learner's folder of them, or a folder with one folder per learner")
     g.add_argument("--timeout", type=float, default=600, help="seconds per notebook (default 600)")
     g.add_argument("--budget", choices=["ci", "book", "full"], default="ci", help="QSAL_BUDGET of the runs (default ci)")
+    g.add_argument("--reference", help="folder of the exercises as handed out: their check cells are the ones run, "
+                                       "and deleted ones count as missing (default: exercises/ of this clone)")
+    g.add_argument("--own-checks", action="store_true", help="run the notebooks' check cells as the learners left them")
     out = g.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print every notebook's result as JSON")
     out.add_argument("--csv", action="store_true", help="print one CSV row per check (a gradebook)")

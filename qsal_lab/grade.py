@@ -12,6 +12,10 @@ notebook. Its check cells (tagged `check`, with metadata qsal.expect; tools/nbto
     error    it raised something else (named, with the cell), e.g. NameError after a broken cell
     timeout  the notebook ran out of time before or in this cell
     crashed  the kernel died before or in this cell
+    missing  the handed-out exercise has this check, the learner's notebook no longer does
+
+With the handed-out exercises at hand (--reference, by default a clone's exercises/), each check cell is
+run as handed out, whatever the learner did to it, and a deleted one counts as missing.
 
 A notebook that is not one of ours (no check cells), cannot be read, loops or kills its kernel is
 reported as such; nothing a learner hands in stops the run. Grading runs the learners' code: run it
@@ -32,7 +36,9 @@ from pathlib import Path
 CHECK_TAG = "check"
 CHECK_NAME = re.compile(r"\b(check_\w+)\s*\(")
 EXERCISE_NAME = re.compile(r"\d\d_[A-Za-z0-9_]+")  # 03_ptq, also in "03_ptq-Copy1" or "03_ptq (2)"
-STATUSES = ("passed", "failed", "error", "timeout", "crashed")
+STATUSES = ("passed", "failed", "error", "timeout", "crashed", "missing")
+# the exercises as handed out, when qsal_lab runs from a clone of the repository (pip install -e)
+REPOSITORY_EXERCISES = Path(__file__).resolve().parent.parent / "exercises"
 
 
 @dataclass
@@ -99,6 +105,24 @@ def check_cells(nb) -> dict[int, str]:
             name = CHECK_NAME.search(cell.source)
             cells[i] = name.group(1) if name else f"cell {i}"
     return cells
+
+
+def restore_checks(nb, reference) -> list[str]:
+    """Give nb's check cells the source of the reference exercise's (matched by qsal.expect, in order) and
+    return the names of the reference's checks that nb lacks."""
+    def keyed(notebook):
+        seen, keys = {}, []
+        for i in check_cells(notebook):
+            expect = notebook.cells[i].metadata["qsal"]["expect"]
+            seen[expect] = seen.get(expect, -1) + 1
+            keys.append(((expect, seen[expect]), i))
+        return dict(keys)
+
+    ours, theirs = keyed(reference), keyed(nb)
+    for key, i in theirs.items():
+        if key in ours:
+            nb.cells[i].source = reference.cells[ours[key]].source
+    return [check_cells(reference)[i] for key, i in ours.items() if key not in theirs]
 
 
 # ----------------------------------------------------------------------------
@@ -172,8 +196,10 @@ def grade_results(nb, checks: dict[int, str], stopped_at, reason) -> list[CheckR
     return results
 
 
-def grade_notebook(path, learner: str = "", timeout: float = 600, budget: str = "ci") -> NotebookResult:
-    """Run one exercise notebook and grade its check cells. Never raises for what a learner hands in."""
+def grade_notebook(path, learner: str = "", timeout: float = 600, budget: str = "ci",
+                   reference=None) -> NotebookResult:
+    """Run one exercise notebook and grade its check cells. Never raises for what a learner hands in.
+    `reference`: the handed-out exercise of the same name (a path), whose check cells are the ones run."""
     import nbformat
 
     path = Path(path)
@@ -185,7 +211,15 @@ def grade_notebook(path, learner: str = "", timeout: float = 600, budget: str = 
     except Exception as e:  # not JSON, not a notebook, unreadable file
         result.status, result.message = "unreadable", f"cannot read it as a notebook: {type(e).__name__}: {e}"
         return result
+    missing = []
+    if reference is not None and Path(reference).is_file():
+        missing = restore_checks(nb, nbformat.read(str(reference), as_version=4))
     checks = check_cells(nb)
+    missing = [CheckResult(-1, name, "missing", "this check cell was deleted (or its 'check' tag removed); "
+                                                "restore it from the handed-out exercise") for name in missing]
+    if not checks and missing:
+        result.checks, result.message = missing, "every check cell was deleted"
+        return result
     if not checks:
         result.status = "not ours"
         result.message = "no check cells (cells tagged 'check' with qsal.expect): not a qsal-lab exercise"
@@ -198,7 +232,7 @@ def grade_notebook(path, learner: str = "", timeout: float = 600, budget: str = 
         result.checks = [CheckResult(i, name, "error", "the notebook did not run") for i, name in checks.items()]
         return result
     result.seconds = round(time.monotonic() - start, 1)
-    result.checks = grade_results(nb, checks, stopped_at, reason)
+    result.checks = grade_results(nb, checks, stopped_at, reason) + missing
     if stopped_at is not None:
         result.status = "timeout" if reason == "timeout" else "crashed"
         result.message = (f"stopped after {timeout:g} s in cell {stopped_at}" if reason == "timeout"
@@ -206,8 +240,10 @@ def grade_notebook(path, learner: str = "", timeout: float = 600, budget: str = 
     return result
 
 
-def grade(paths, timeout: float = 600, budget: str = "ci", progress: bool = True) -> list[NotebookResult]:
-    """Grade every notebook under `paths` (see find_submissions), one after the other."""
+def grade(paths, timeout: float = 600, budget: str = "ci", progress: bool = True,
+          reference_dir=REPOSITORY_EXERCISES) -> list[NotebookResult]:
+    """Grade every notebook under `paths` (see find_submissions), one after the other, each against the
+    exercise of the same name in `reference_dir` when there is one (None: the notebooks' own checks)."""
     from tqdm.auto import tqdm
 
     submissions = find_submissions(paths)
@@ -217,7 +253,9 @@ def grade(paths, timeout: float = 600, budget: str = "ci", progress: bool = True
     bar = tqdm(submissions, desc="grading", unit="notebook", disable=not progress)
     for learner, path in bar:
         bar.set_postfix_str(f"{learner}/{path.name}")
-        results.append(grade_notebook(path, learner, timeout=timeout, budget=budget))
+        name = EXERCISE_NAME.match(path.stem)
+        reference = Path(reference_dir) / f"{name.group(0)}.ipynb" if reference_dir and name else None
+        results.append(grade_notebook(path, learner, timeout=timeout, budget=budget, reference=reference))
     return results
 
 

@@ -150,3 +150,21 @@ def test_chapter_2_solution_passes_and_exercise_fails_as_intended(tmp_path):
     assert [c.cell for c in untouched.checks] == list(expected)
     for check in untouched.checks:
         assert check.status == "failed" and expected[check.cell] in check.message, check
+
+
+def test_check_cells_run_as_handed_out_and_deleted_ones_are_missing(tmp_path, capsys):
+    handed_out = write(tmp_path / "exercises", "01_double.ipynb",
+                       notebook(nbformat.v4.new_code_cell("def double(x):\n    ..."),
+                                check_cell("check_double(double)"), check_cell("check_double(double)")))
+    # lee turned the first check into `pass` and deleted the second one
+    lee = notebook(nbformat.v4.new_code_cell("def double(x):\n    ..."), check_cell("pass"))
+    write(tmp_path / "class" / "lee", "01_double.ipynb", lee)
+    result, = grade.grade([tmp_path / "class"], timeout=60, progress=False, reference_dir=handed_out.parent)
+    assert [(c.check, c.status) for c in result.checks] == [("check_double", "failed"), ("check_double", "missing")]
+    assert "deleted" in result.checks[1].message
+    own, = grade.grade([tmp_path / "class"], timeout=60, progress=False, reference_dir=None)
+    assert [c.status for c in own.checks] == ["passed"]  # what trusting the learner's cells would give
+    assert cli.main(["grade", str(tmp_path / "class"), "--reference", str(handed_out.parent), "--csv"]) == 0
+    assert [row["status"] for row in csv.DictReader(io.StringIO(capsys.readouterr().out))] == ["failed", "missing"]
+    assert cli.main(["grade", str(tmp_path / "class"), "--reference", str(tmp_path / "nowhere")]) == 2
+    assert "--reference" in capsys.readouterr().err
