@@ -19,6 +19,8 @@ has already learned its grids, so this exporter writes them down instead, piece 
   says so (the only place where the file is not the trained model).
 - Biases -> int32 with scale s_input * s_weight, as ONNX Runtime's own quantizer stores them.
 - The input -> uint8 over its 8-bit min-max range on `example` (or `input_range`), like PTQ does.
+- A residual add's float inputs (a conv + BatchNorm output) -> uint8 over their min-max range on
+  `example`, so that the convs before it run as int8 kernels and the add on uint8 (QLinearAdd).
 - MaxPool and Flatten move codes without changing them: a Q/DQ pair with the same scale after each
   lets ONNX Runtime run them on uint8 directly.
 Where a Conv/Gemm has Q/DQ on its inputs and a QuantizeLinear on its output, ONNX Runtime fuses the
@@ -108,8 +110,8 @@ class _Tracer(torch.fx.Tracer):
 
 
 class _Graph:
-    """ONNX nodes and initializers, plus the quantization grid (scale) of each tensor that holds
-    dequantized uint8 codes (None: a plain float tensor)."""
+    """ONNX nodes and initializers, plus the quantization grid (scale, zero point) of each tensor that
+    holds dequantized uint8 codes (tensors not in `grid` are plain float)."""
 
     def __init__(self):
         self.nodes, self.inits, self.grid = [], [], {}
@@ -122,13 +124,14 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
         return name
 
-    def qdq(self, x, scale, name):
-        """QuantizeLinear -> DequantizeLinear on the uint8 grid `scale` (zero point 0)."""
+    def qdq(self, x, grid, name):
+        """QuantizeLinear -> DequantizeLinear on the uint8 grid (scale, zero point)."""
+        scale, zero_point = grid
         s = self.const(f"{name}.scale", np.float32(scale))
-        z = self.const(f"{name}.zero_point", np.uint8(0))
+        z = self.const(f"{name}.zero_point", np.uint8(zero_point))
         q = self.op("QuantizeLinear", [x, s, z], f"{name}.q")
         out = self.op("DequantizeLinear", [q, s, z], f"{name}.dq")
-        self.grid[out] = float(np.float32(scale))
+        self.grid[out] = (float(np.float32(scale)), int(zero_point))
         return out
 
 
@@ -170,7 +173,7 @@ def _weight_layer(g, name, layer, x, bn, layers_info):
     inputs = [x, weight_in]
     if bias is not None:
         if x in g.grid and layer.w_bits != FLOAT_BITS:
-            b_scale = (g.grid[x] * scale.expand(out_channels)).float()
+            b_scale = (g.grid[x][0] * scale.expand(out_channels)).float()
             b_codes = torch.round(bias / b_scale.double()).to(torch.int32)
             inputs.append(g.op("DequantizeLinear", [g.const(f"{name}.bias_codes", b_codes.numpy()),
                                                     g.const(f"{name}.bias_scale", b_scale.numpy()),
@@ -180,7 +183,7 @@ def _weight_layer(g, name, layer, x, bn, layers_info):
         else:
             inputs.append(g.const(f"{name}.bias", bias.float().numpy()))
             info["bias"] = "float32"
-    info["input"] = f"uint8 (scale {g.grid[x]:.4g})" if x in g.grid else "float32"
+    info["input"] = f"uint8 (scale {g.grid[x][0]:.4g})" if x in g.grid else "float32"
     layers_info.append(info)
     if conv:
         attrs = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride), dilations=list(layer.dilation),
@@ -208,15 +211,33 @@ def _pact(g, name, act, x, layers_info):
         codes = g.op("Clip", [codes, g.const(f"{name}.code_min", np.uint8(0)),
                               g.const(f"{name}.code_max", np.uint8(levels))], f"{name}.clip")
     out = g.op("DequantizeLinear", [codes, s, z], f"{name}.dq")
-    g.grid[out] = float(np.float32(scale))
+    g.grid[out] = (float(np.float32(scale)), 0)
     layers_info.append({"layer": name, "op": "PACT",
                         "activations": f"uint8 codes 0..{levels}, scale alpha/{levels} = {scale:.4g} (alpha {alpha:.4g})"})
     return out
 
 
-def _build(model, chw, input_scale_zp):
+def _observed_ranges(model, graph, example, nodes) -> dict:
+    """(min, max) of the given fx nodes' outputs when `model` runs on `example`."""
+    ranges = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n in nodes:
+                ranges[n] = (min(out.min().item(), 0.0), max(out.max().item(), 0.0))
+            return out
+
+    Recorder(torch.fx.GraphModule(model, graph)).run(example)
+    return ranges
+
+
+def _build(model, chw, input_scale_zp, example, quantize_residuals):
     graph = _Tracer().trace(model)
     modules = dict(model.named_modules())
+    adds = [n for n in graph.nodes if n.op == "call_function" and n.target in (operator.add, torch.add)]
+    add_inputs = {a for n in adds for a in n.args if isinstance(a, torch.fx.Node)}
+    ranges = _observed_ranges(model, graph, example, add_inputs) if adds and quantize_residuals else {}
     g, layers_info, names = _Graph(), [], {}
     folded = {}  # conv node -> the BatchNorm module folded into it
     for node in graph.nodes:
@@ -236,7 +257,7 @@ def _build(model, chw, input_scale_zp):
             s, z = g.const("input.scale", np.float32(scale)), g.const("input.zero_point", np.uint8(zero_point))
             q = g.op("QuantizeLinear", [INPUT_NAME, s, z], "input.q")
             names[node] = g.op("DequantizeLinear", [q, s, z], "input.dq")
-            g.grid[names[node]] = float(np.float32(scale))
+            g.grid[names[node]] = (float(np.float32(scale)), int(zero_point))
             continue
         if node.op == "output":
             result = node.args[0]
@@ -257,7 +278,8 @@ def _build(model, chw, input_scale_zp):
             elif isinstance(m, PASS_THROUGH):
                 out = args[0]
             elif isinstance(m, nn.ReLU):
-                out = args[0] if args[0] in g.grid else g.op("Relu", args, f"{node.target}.relu")  # codes are >= 0
+                on_codes = g.grid.get(args[0], (None, None))[1] == 0  # uint8 codes with zero point 0 are >= 0
+                out = args[0] if on_codes else g.op("Relu", args, f"{node.target}.relu")
             elif isinstance(m, KEEP_CODES):
                 if isinstance(m, nn.MaxPool2d):
                     if m.ceil_mode or m.dilation not in (1, (1, 1)):
@@ -277,11 +299,21 @@ def _build(model, chw, input_scale_zp):
                 raise ValueError(f"export_qat_onnx cannot export {node.target} ({type(m).__name__}); it supports "
                                  f"{SUPPORTED}")
         elif node.op == "call_function" and node.target in (operator.add, torch.add) and len(args) == 2:
-            out = g.op("Add", args, f"{node.name}.add")
+            inputs = []
+            for i, (src, name) in enumerate(zip(node.args, args)):
+                if name not in g.grid and src in ranges:  # a float conv output: 8-bit over its range on the example
+                    scale, zero_point = calc_qparams(*ranges[src], 8, symmetric=False, signed=False)
+                    name = g.qdq(name, (scale.item(), int(zero_point)), f"{node.name}.input{i}")
+                inputs.append(name)
+            out = g.op("Add", inputs, f"{node.name}.add")
+            layers_info.append({"layer": node.name, "op": "Add", "activations": "float inputs as uint8 over their range "
+                                "on the example" if ranges else "float32"})
         elif node.op == "call_function" and node.target is torch.flatten and node.args[1:] == (1,):
             out = g.op("Flatten", args, f"{node.name}.flatten", axis=1)
         else:
-            raise ValueError(f"export_qat_onnx cannot export the operation {node.format_node()}; it supports {SUPPORTED}")
+            what = getattr(node.target, "__name__", str(node.target))
+            on = ", ".join(str(a) for a in node.args if isinstance(a, torch.fx.Node))
+            raise ValueError(f"export_qat_onnx cannot export the operation `{what}` (on {on}); it supports {SUPPORTED}")
         names[node] = out
 
     inp = helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", *chw])
@@ -309,15 +341,16 @@ def check_qat_model(model):
 
 
 def export_qat_onnx(model: nn.Module, path, example: torch.Tensor, input_range=None, quantize_input: bool = True,
-                    metadata: dict | None = None) -> Path:
+                    quantize_residuals: bool = True, metadata: dict | None = None) -> Path:
     """Write a PACT QAT model as an ONNX QDQ file that ONNX Runtime runs with integer kernels.
 
-    example: a batch (N, C, H, W) of real inputs: it fixes the input shape, gives the input's 8-bit
+    example: a batch (N, C, H, W) of real inputs. It fixes the input shape; it gives the input's 8-bit
     range (min-max over the batch, unless `input_range=(lo, hi)` is given; `quantize_input=False`
-    leaves the input, and so the first layer's arithmetic, in float32) and checks the file against
-    the fake-quant model. Small differences are expected (the input's rounding, int32 biases,
-    re-rounded 9-bit weights), a file that predicts another class on half of the example is a bug:
-    it is not written. The file's metadata records, per layer, how its weights and activations are
+    leaves the input, and so the first layer's arithmetic, in float32) and that of the float inputs of
+    residual adds (`quantize_residuals=False` keeps those adds, and the convs before them, in float32);
+    and it checks the file against the fake-quant model. Small differences are expected (the input's
+    and the residuals' rounding, int32 biases, re-rounded 9-bit weights); a file that predicts another
+    class on half of the example is a bug, and is not written. The file's metadata records, per layer, how its weights and activations are
     stored (`qdq_layers(path)` reads it back) and the check's agreement and max |logit difference|.
     """
     config = check_qat_model(model)
@@ -331,7 +364,7 @@ def export_qat_onnx(model: nn.Module, path, example: torch.Tensor, input_range=N
     scale, zero_point = calc_qparams(lo, hi, 8, symmetric=False, signed=False)
     input_qparams = (scale.item(), int(zero_point)) if quantize_input else None
     with torch.no_grad():
-        proto, layers_info = _build(model, tuple(example.shape[1:]), input_qparams)
+        proto, layers_info = _build(model, tuple(example.shape[1:]), input_qparams, example, quantize_residuals)
         expected = model(example)
     props = {"input_name": INPUT_NAME, "input_shape": json.dumps(list(example.shape[1:])), "input_dtype": "float32",
              "num_classes": str(expected.shape[1]), "model_class": type(model).__name__, "producer": "qsal_lab",
