@@ -266,8 +266,8 @@ def format_onnx_table(rows: list[dict]) -> str:
 
 def format_precision_table(rows: list[dict]) -> str:
     """What ONNX Runtime runs for each of onnx_rows, after fusing: integer kernels, float32 ones, conversions."""
-    body = [[r["method"] + ("" if r["w_bits"] == 32 else f" W{r['w_bits']}A{r['a_bits']}"), r["integer_ops"],
-             r["float_ops"], r["conversions"]] for r in rows]
+    body = [[r["method"] + (f" W{r['w_bits']}A{r['a_bits']}" if r["method"].startswith("PACT") else ""),
+             r["integer_ops"], r["float_ops"], r["conversions"]] for r in rows]
     return markdown_table(["model", "on integers", "on float32", "conversions"], body)
 
 

@@ -127,7 +127,9 @@ def test_onnx_rows_run_every_model_in_onnx_runtime(tmp_path):
     table = format_onnx_table(result).splitlines()
     assert table[0].startswith("| model | W/A bits | test accuracy | vs FP32 (PyTorch) | same class as |")
     assert table[4].startswith("| PACT QAT (ORT) | 4/4 |") and "with fake-quant PACT W4A4" in table[4]
-    assert format_precision_table(result).splitlines()[4].startswith("| PACT QAT (ORT) W4A4 | QLinearConv x3")
+    precision = format_precision_table(result).splitlines()
+    assert precision[3].startswith("| PTQ int8 (ORT) | QLinearConv x3")
+    assert precision[4].startswith("| PACT QAT (ORT) W4A4 | QLinearConv x3")
 
 
 def test_train_step_seconds_times_both_models_and_leaves_the_input_alone():
