@@ -177,3 +177,64 @@ def check_measure_on_model(measure, fn, example, warmup: int, queries: int, refe
     passed(f"check_measure_on_model passed: your p50 {ours['p50_ms']:.4f} ms, the library's "
            f"{reference['p50_ms']:.4f} ms ({ratio:.2f}x, timing noise)")
     return ours
+
+
+# ----------------------------------------------------------------------------- exercise 11: reading run.py's JSON
+
+def _prediction(name, logits):
+    logits = [float(v) for v in logits]
+    top = int(np.argmax(logits))
+    return {"input": name, "class": top, "label": str(top), "logits": logits}
+
+
+def _runs():
+    """(reference, device, right answer): two run.py outputs with known differences.
+
+    The device lists its predictions in another order (as a folder listed by another file system
+    might), one input gets another class, and the largest difference is negative (device < reference)."""
+    rng = np.random.default_rng(0)
+    names = [f"samples/{i:02d}.png" for i in range(8)]
+    ref_logits = rng.normal(0, 3, (8, 10))
+    ref_logits[np.arange(8), np.arange(8)] += 12  # clear winners: input i is class i
+    ref_logits[3, 7] = ref_logits[3, 3] - 0.2  # input 3 has a close runner-up, class 7
+    dev_logits = ref_logits + rng.normal(0, 1e-3, ref_logits.shape)
+    dev_logits[5, 5] = ref_logits[5, 5] - 0.75  # the largest difference, and negative
+    dev_logits[3, 3] = ref_logits[3, 3] - 0.3   # input 3 turns into class 7 on the device
+    diffs = np.abs(dev_logits - ref_logits)
+    reference = {"machine": "x86_64", "predictions": [_prediction(n, l) for n, l in zip(names, ref_logits)]}
+    order = [2, 0, 7, 3, 6, 1, 5, 4]
+    device = {"machine": "aarch64", "predictions": [_prediction(names[i], dev_logits[i]) for i in order]}
+    right = {"inputs": 8, "same_class": 7, "different": [names[3]], "max_abs_logit_diff": float(diffs.max())}
+    return reference, device, right
+
+
+def check_agreement(agreement) -> None:
+    """The learner's agreement(reference, device) on two run.py outputs with known differences."""
+    reference, device, right = _runs()
+    out = call(agreement, "agreement", reference, device)
+    if out is None:
+        raise CheckFailed("agreement() returned None: fill in its TODO so that it returns a dict with inputs, "
+                          "same_class, different and max_abs_logit_diff.")
+    if not isinstance(out, dict) or any(k not in out for k in right):
+        raise CheckFailed(f"agreement() must return a dict with keys {', '.join(right)}; got "
+                          f"{sorted(out) if isinstance(out, dict) else type(out).__name__}.")
+    if int(out["inputs"]) != right["inputs"]:
+        raise CheckFailed(f"inputs is {out['inputs']}, both runs classified {right['inputs']} inputs.")
+    different = sorted(out["different"]) if isinstance(out["different"], (list, tuple)) else out["different"]
+    diff = as_float(out["max_abs_logit_diff"], "agreement", part="max_abs_logit_diff")
+    if int(out["same_class"]) < 3 or (isinstance(different, list) and len(different) > 3):
+        raise CheckFailed(f"same_class is {out['same_class']} of 8: the device lists its predictions in another "
+                          f"order than the reference. Match them by their \"input\" name, not by position.")
+    if different != right["different"]:
+        raise CheckFailed(f"different is {different}; the inputs whose class differs are {right['different']} "
+                          f"(compare the \"class\" of the predictions with the same \"input\").")
+    if int(out["same_class"]) != right["same_class"]:
+        raise CheckFailed(f"same_class is {out['same_class']}, expected {right['same_class']} (inputs minus different).")
+    if diff < 0.5 * right["max_abs_logit_diff"]:
+        raise CheckFailed(f"max_abs_logit_diff is {diff:.4f}, but the largest |device - reference| is "
+                          f"{right['max_abs_logit_diff']:.4f}: take the absolute value before the maximum (the "
+                          f"device's logit may be below the reference's), over every logit of every input.")
+    if not math.isclose(diff, right["max_abs_logit_diff"], rel_tol=1e-6):
+        raise CheckFailed(f"max_abs_logit_diff is {diff:.6f}, expected {right['max_abs_logit_diff']:.6f}: the largest "
+                          f"|device logit - reference logit| over all inputs (matched by name) and all classes.")
+    passed("check_agreement passed: predictions matched by input name, classes compared, largest |logit difference|")

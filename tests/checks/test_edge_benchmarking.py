@@ -147,3 +147,55 @@ def test_check_measure_on_model():
     with pytest.raises(CheckFailed, match="out of order"):
         check_measure_on_model(lambda fn, x, w, q: {"p50_ms": 3.0, "p90_ms": 2.0, "p99_ms": 4.0, "mean_ms": 3.0},
                                work, None, 3, 30, reference)
+
+
+# ----------------------------------------------------------------------------- exercise 11: agreement
+
+from qsal_lab.checks.edge_benchmarking import check_agreement  # noqa: E402
+
+
+def good_agreement(reference, device):
+    ref = {p["input"]: p for p in reference["predictions"]}
+    dev = {p["input"]: p for p in device["predictions"]}
+    names = sorted(ref.keys() & dev.keys())
+    different = [n for n in names if ref[n]["class"] != dev[n]["class"]]
+    diff = max(float(np.max(np.abs(np.subtract(dev[n]["logits"], ref[n]["logits"])))) for n in names)
+    return {"inputs": len(names), "same_class": len(names) - len(different), "different": different,
+            "max_abs_logit_diff": diff}
+
+
+def test_check_agreement_passes_a_right_answer(capsys):
+    check_agreement(good_agreement)
+    assert "✅ check_agreement passed" in capsys.readouterr().out
+
+
+def test_check_agreement_names_the_usual_mistakes():
+    with pytest.raises(CheckFailed, match=r"agreement\(\) returned None"):
+        check_agreement(lambda r, d: None)
+
+    def by_position(reference, device):
+        pairs = list(zip(reference["predictions"], device["predictions"]))
+        different = sorted(p["input"] for p, q in pairs if p["class"] != q["class"])
+        diff = max(float(np.max(np.abs(np.subtract(q["logits"], p["logits"])))) for p, q in pairs)
+        return {"inputs": len(pairs), "same_class": len(pairs) - len(different), "different": different,
+                "max_abs_logit_diff": diff}
+    with pytest.raises(CheckFailed, match="Match them by their \"input\" name"):
+        check_agreement(by_position)
+
+    def signed(reference, device):
+        out = good_agreement(reference, device)
+        ref = {p["input"]: p for p in reference["predictions"]}
+        out["max_abs_logit_diff"] = max(float(np.max(np.subtract(p["logits"], ref[p["input"]]["logits"])))
+                                        for p in device["predictions"])
+        return out
+    with pytest.raises(CheckFailed, match="take the absolute value"):
+        check_agreement(signed)
+
+    def labels_not_classes(reference, device):
+        out = good_agreement(reference, device)
+        return {**out, "different": [], "same_class": out["inputs"]}
+    with pytest.raises(CheckFailed, match=r"the inputs whose class differs are \['samples/03.png'\]"):
+        check_agreement(labels_not_classes)
+
+    with pytest.raises(CheckFailed, match="must return a dict with keys"):
+        check_agreement(lambda r, d: {"inputs": 8})
