@@ -17,8 +17,10 @@ Rows, each from its own executed model (`ROWS`):
 Every row is scored by `qsal_lab.clinical.clinical_report`: its decision threshold is chosen on the
 validation split (Youden's J, or a target sensitivity for screening) and never on test; test AUC,
 accuracy, sensitivity and specificity come with stratified-bootstrap 95 % intervals; ECE with its
-reliability diagram. File size is what you would ship (the ONNX file; for PACT models the bit-packed
-file); latency is ONNX Runtime at batch 1 on 1 thread (median), for the rows that have an ONNX file.
+reliability diagram. File size is the ONNX file ONNX Runtime runs (PACT models: `export_qat_onnx`'s QDQ
+file, int8 storage even at 4 bits; their bit-packed file size is `packed_bytes`); latency is ONNX Runtime
+at batch 1 on 1 thread (median), all rows measured in one run. PACT rows are scored from their ONNX file
+(`agreement_with_fake_quant` says how often it decides as the trained fake-quant model does).
 
 ChestMNIST (multi-label) runs with a per-label weighted loss (a class-balanced sampler needs one class
 per image) and without the SGT row (saliency-guided training needs one class per image): that row
@@ -43,7 +45,8 @@ from ..data import dataset_info, load_dataset, make_loader
 from ..edge.latency import file_size_bytes, measure_latency
 from ..files import atomic_write_text
 from ..quant import QATConfig, OnnxClassifier, export_onnx, quantize_onnx
-from ..quant.packing import save_packed
+from ..quant.packing import load_packed, save_packed
+from ..quant.qdq import executed_ops, export_qat_onnx, precision_summary
 from ..train import load_checkpoint, predict, train_model
 
 PRETRAINED = "pneumoniamnist_resnet18_w05"  # the shipped float model (qsal_lab/pretrained/<PRETRAINED>/)
@@ -157,10 +160,29 @@ def imbalance_candidates(name: str, recipe: MedicalRecipe) -> tuple:
     return recipe.imbalance_candidates
 
 
+def _same_training(path: Path, name: str, recipe: MedicalRecipe, imbalance: str, seed: int) -> bool:
+    """Whether `path` holds a finished float run made exactly as train_float would make it now."""
+    if not path.exists():
+        return False
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    config, spec = ckpt.get("config") or {}, ckpt.get("model_spec") or {}
+    r = config.get("recipe") or {}
+    wanted = {"epochs": recipe.float_epochs, "lr": recipe.float_lr, "train_subset": recipe.train_subset,
+              "augment": recipe.augment}
+    return bool(ckpt.get("finished")) and config.get("dataset") == name and config.get("model") == "resnet18" \
+        and config.get("seed") == seed and config.get("imbalance") == imbalance and not config.get("quant") \
+        and not config.get("sgt") and not config.get("init_from") and spec.get("width", 1.0) == recipe.width \
+        and all(r.get(k) == v for k, v in wanted.items())
+
+
 def train_float(name: str, recipe: MedicalRecipe, out, imbalance: str, seed: int = 0, root=None,
                 progress: bool = True, budget: str | None = None) -> Path:
-    """Train the float ResNet-18 with one imbalance handling; returns its checkpoint path."""
+    """Train the float ResNet-18 with one imbalance handling; returns its checkpoint path. A finished run in
+    `out` made with the same data, recipe, imbalance handling and seed is reused (training is deterministic)."""
     out = Path(out)
+    if _same_training(out / "checkpoint.pt", name, recipe, imbalance, seed):
+        print(f"reusing the finished run in {out} (same data, recipe, imbalance handling and seed)")
+        return out / "checkpoint.pt"
     train_model(name, "resnet18", budget=budget, out=out, width=recipe.width, imbalance=imbalance,
                 augment=recipe.augment, epochs=recipe.float_epochs, lr=recipe.float_lr,
                 train_subset=recipe.train_subset, test_subset=recipe.test_subset, seed=seed, root=root,
@@ -270,8 +292,8 @@ def float_and_ptq_rows(model: nn.Module, name: str, recipe: MedicalRecipe, val_d
             score_row("PTQ int8", "8/8", int8, val_ds, test_ds, recipe, file_bytes=int8.file_size_bytes,
                       latency_ms=int8_ms, seed=seed, file=str(int8_path), file_kind="ONNX int8 (QDQ)",
                       calibration=f"minmax on {len(calib)} training images", **score_options)]
-    rows[1]["predictions_changed"] = int((rows[1]["test_probs"].argmax(1) != rows[0]["test_probs"].argmax(1)).sum()) \
-        if info.task != "multi-label" else None
+    rows[1]["agreement_with_fp32"] = _agreement(rows[1]["test_probs"], rows[0]["test_probs"], info.task)
+    rows[1]["ort_ops"] = precision_summary(executed_ops(int8_path))
     return rows
 
 
@@ -301,14 +323,36 @@ def qat_row(step: QATStep, name: str, recipe: MedicalRecipe, float_ckpt, imbalan
     packed = run_dir / "model.qsal"
     build = {"name": "resnet18", "num_classes": info.num_classes, "in_channels": info.in_channels,
              "image_size": info.image_size, "width": recipe.width}
-    file_bytes = save_packed(model.cpu().eval(), packed, build=build)
-    from ..quant.packing import load_packed
-    shipped = load_packed(packed)
-    return score_row(method, bits, shipped, val_ds, test_ds, recipe, file_bytes=file_bytes, latency_ms=None,
-                     seed=seed, file=str(packed), file_kind="bit-packed (save_packed)", imbalance=imbalance,
-                     train_seconds=seconds, epochs=step.epochs, qat=asdict(step.config()),
-                     sgt=sgt.to_dict() if sgt else None,
-                     latency_note="no ONNX file for PACT models here: latency not measured", **score_options)
+    packed_bytes = save_packed(model.cpu().eval(), packed, build=build)
+    shipped = load_packed(packed)  # what the packed file holds, = the trained fake-quant model
+    # The deployable file: ONNX QDQ with PACT's learned clipping levels as scales; the example batch (training
+    # images) fixes the input's 8-bit range and checks the file against the fake-quant model.
+    calib = load_dataset(name, "train", root=root, subset=min(recipe.calib_images, 256), seed=seed + 1)
+    example = torch.stack([calib[i][0] for i in range(len(calib))])
+    common = dict(packed_bytes=packed_bytes, packed_file=str(packed), imbalance=imbalance, train_seconds=seconds,
+                  epochs=step.epochs, qat=asdict(step.config()), sgt=sgt.to_dict() if sgt else None, **score_options)
+    try:
+        onnx_path = export_qat_onnx(shipped, run_dir / "model_qdq.onnx", example,
+                                    metadata={"dataset": name, "model": "resnet18", "method": method})
+    except RuntimeError as e:  # the exporter refuses a file that disagrees with the model (e.g. near-tied logits)
+        return score_row(method, bits, shipped, val_ds, test_ds, recipe, file_bytes=packed_bytes, latency_ms=None,
+                         seed=seed, file=str(packed), file_kind="bit-packed (save_packed); no ONNX file",
+                         onnx_export_error=str(e), **common)
+    clf = OnnxClassifier(onnx_path, threads=1)
+    row = score_row(method, bits, clf, val_ds, test_ds, recipe, file_bytes=clf.file_size_bytes,
+                    latency_ms=_latency_ms(clf, example[:1], recipe.latency_repeats), seed=seed, file=str(onnx_path),
+                    file_kind="ONNX QDQ (export_qat_onnx)", ort_ops=precision_summary(executed_ops(onnx_path)),
+                    **common)
+    _, fake_quant = scores(shipped, test_ds)
+    row["agreement_with_fake_quant"] = _agreement(row["test_probs"], fake_quant, info.task)
+    return row
+
+
+def _agreement(a: np.ndarray, b: np.ndarray, task: str) -> float:
+    """Share of test decisions two models make alike (argmax; per label at 0.5 for multi-label tasks)."""
+    if clinical.canonical_task(task) == "multi-label":
+        return float(((a > 0.5) == (b > 0.5)).mean())
+    return float((a.argmax(1) == b.argmax(1)).mean())
 
 
 def run_study(flag: str = "pneumoniamnist", out="runs/medical", *, budget: str | None = None,
@@ -435,6 +479,7 @@ def plot_pareto(rows: list[dict], name: str | None = None, title: str | None = N
     on it when nothing is both smaller/faster and at least as accurate). Saved as figures/<name>.png if named."""
     import matplotlib.pyplot as plt
 
+    from ..edge.pareto import pareto_front
     from ..plots import save_figure
 
     rows = [r for r in rows if "auc" in r]
@@ -447,7 +492,7 @@ def plot_pareto(rows: list[dict], name: str | None = None, title: str | None = N
             ax.errorbar(r[key] * scale, r["auc"], yerr=[[r["auc"] - low], [high - r["auc"]]], fmt="o",
                         color=f"C{ROWS.index(r['method']) if r['method'] in ROWS else k}", capsize=3, zorder=3)
             ax.annotate(r["method"], (r[key] * scale, r["auc"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
-        front = pareto_front(points, key)
+        front = pareto_front(points, key, "auc")
         if len(front) > 1:
             xs = [points[i][key] * scale for i in front]
             ax.step(xs, [points[i]["auc"] for i in front], where="post", color="k", alpha=0.4, lw=1,
@@ -456,21 +501,11 @@ def plot_pareto(rows: list[dict], name: str | None = None, title: str | None = N
         ax.set_xscale("log")
         ax.set_xlabel(label), ax.set_ylabel("test AUC (95% CI)")
         ax.grid(alpha=0.3, which="both")
-        if key == "latency_ms" and len(points) < len(rows):
-            ax.set_title("rows without an ONNX file have no latency", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, name)
     return fig
-
-
-def pareto_front(points: list[dict], key: str, y: str = "auc") -> list[int]:
-    """Indices of the points that no other point beats on both `key` (lower is better) and `y` (higher), by key."""
-    front = [i for i, p in enumerate(points)
-             if not any(q[key] <= p[key] and q[y] >= p[y] and (q[key] < p[key] or q[y] > p[y])
-                        for j, q in enumerate(points) if j != i)]
-    return sorted(front, key=lambda i: points[i][key])
 
 
 def plot_reliability_diagrams(rows: list[dict], name: str | None = None):
@@ -522,3 +557,47 @@ def evaluate_checkpoint(checkpoint, dataset: str | None = None, *, threshold_met
     report = clinical.clinical_report(yv, pv, yt, pt, val_ds.info.task, method=threshold_method,
                                       target_sensitivity=target_sensitivity, n_boot=n_boot, seed=seed)
     return {"dataset": name, "checkpoint": str(checkpoint), "val_n": len(val_ds), "test_n": len(test_ds), **report}
+
+
+# ----------------------------------------------------------------------------- the shipped float model
+
+def ship_pretrained(dest=None, out=f"runs/pretrained_{PRETRAINED}", flag: str = "pneumoniamnist", seed: int = 0,
+                    root=None, progress: bool = True) -> dict:
+    """Make qsal_lab/pretrained/<PRETRAINED>/: train both imbalance candidates with the full recipe (finished runs
+    in `out` are reused), let the validation split choose, and ship the chosen one with float16 weights, its
+    COMMAND, its metrics.json (plus `shipped`: the clinical report of the shipped file itself) and selection.json."""
+    from ..pretrained import HERE, slim_checkpoint
+
+    recipe = medical_recipe("full")
+    name = check_flag(flag)
+    val_ds, test_ds = eval_splits(name, recipe, root)
+    selection = choose_imbalance(name, recipe, out, val_ds, seed, root, progress, "full")
+    run = Path(selection["checkpoint"]).parent
+    dest = Path(dest) if dest else HERE / PRETRAINED
+    command = (f"qsal train --dataset {name} --model resnet18 --width {recipe.width:g} --imbalance "
+               f"{selection['chosen']} --augment {recipe.augment} --budget full --epochs {recipe.float_epochs} "
+               f"--lr {recipe.float_lr:g} --seed {seed} --out {run}\n"
+               f"# the candidate the validation split chose ({selection['criterion']}); the whole procedure, both "
+               f"candidates and the float16 copy: tools/train_pretrained.sh (ship_pretrained in "
+               f"qsal_lab/experiments/medical.py)")
+    slim_checkpoint(run, dest, command, dtype="float16")
+
+    shipped, ckpt = load_checkpoint(dest / "checkpoint.pt")
+    original, _ = load_checkpoint(run)
+    (yv, pv), (yt, pt) = scores(shipped, val_ds), scores(shipped, test_ds)
+    report = clinical.clinical_report(yv, pv, yt, pt, val_ds.info.task, n_boot=recipe.n_boot, seed=seed)
+    _, pt32 = scores(original, test_ds)
+    keep = ("auc", "accuracy", "sensitivity", "specificity", "balanced_accuracy", "ppv", "npv", "ece", "confusion",
+            "ci", "ci_level", "n_boot", "medmnist", "n")
+    metrics = json.loads((dest / "metrics.json").read_text())
+    metrics["shipped"] = {
+        "weights_dtype": "float16", "file_bytes": file_size_bytes(dest / "checkpoint.pt"),
+        "parameters": sum(p.numel() for p in shipped.parameters()), "width": recipe.width,
+        "train_seconds": sum(e["seconds"] for e in ckpt["history"]), "epochs": ckpt["epoch"],
+        "operating_point": report["operating_point"], "test": {k: report[k] for k in keep if k in report},
+        "val": report["val"], "fp32_run_test_auc": clinical.auc(yt, pt32, val_ds.info.task),
+        "decisions_changed_by_float16": int((pt.argmax(1) != pt32.argmax(1)).sum()),
+        "max_probability_change_by_float16": float(np.abs(pt - pt32).max()), "selection": selection}
+    atomic_write_text(json.dumps(metrics, indent=2, default=_jsonable), dest / "metrics.json")
+    atomic_write_text(json.dumps(selection, indent=2, default=_jsonable), dest / "selection.json")
+    return metrics["shipped"]

@@ -7,7 +7,7 @@ import torch
 from qsal_lab.data import DataError, load_dataset
 from qsal_lab.experiments import medical
 from qsal_lab.experiments.medical import (ROWS, aggregate, balanced_nll, check_flag, format_aggregate, format_table,
-                                          pareto_front, plot_pareto, plot_reliability_diagrams, run_study, score_row)
+                                          plot_pareto, plot_reliability_diagrams, run_study, score_row)
 from tests.fixtures.medmnist import synthetic_medmnist
 
 
@@ -52,8 +52,6 @@ def test_table_aggregate_and_pareto_on_given_rows():
     table = format_table(FAKE)
     assert "| FP32 | 32/32 | 4.00 MB | 2.00 ms | 0.970 [0.950, 0.980] |" in table
     assert "| PACT W4A4 | 4/4 | 0.60 MB | — |" in table and "not run: needs one class per image" in table
-    assert pareto_front(FAKE[:3], "file_bytes") == [2, 1, 0]
-    assert pareto_front(FAKE[:2] + [{**FAKE[0], "file_bytes": 5e6, "auc": 0.9}], "file_bytes") == [1, 0]
     second = [{**r, "auc": r["auc"] - 0.01} if "auc" in r else r for r in FAKE]
     agg = aggregate([{"seed": 0, "rows": FAKE}, {"seed": 1, "rows": second}])
     assert agg[0]["auc_mean"] == pytest.approx(0.965) and agg[0]["auc_std"] == pytest.approx(0.01 / np.sqrt(2))
@@ -73,13 +71,16 @@ def _check_study(study, rows=ROWS):
         for key in ("accuracy", "sensitivity", "specificity"):
             assert r[f"{key}_ci"][0] <= r[key] <= r[f"{key}_ci"][1], (r["method"], key)
         assert r["file_bytes"] > 0 and 0 <= r["ece"] <= 1
+        # a PACT model whose QDQ file the exporter refuses (near-tied logits after a ci epoch) has no latency
+        assert r["latency_ms"] > 0 or "predicts the fake-quant model's class" in r["onnx_export_error"]
         assert r["auc"] == pytest.approx(r["medmnist_auc"])
     by = {r["method"]: r for r in study["rows"]}
     if "PTQ int8" in by:
         assert by["PTQ int8"]["file_bytes"] < 0.3 * by["FP32"]["file_bytes"]
-        assert by["FP32"]["latency_ms"] > 0 and by["PTQ int8"]["latency_ms"] > 0
+        assert 0.5 <= by["PTQ int8"]["agreement_with_fp32"] <= 1 and "QLinearConv" in by["PTQ int8"]["ort_ops"]["integer"]
     if "PACT W4A4" in by:
-        assert by["PACT W4A4"]["file_bytes"] < by["PACT W8A8"]["file_bytes"] < by["FP32"]["file_bytes"]
+        assert by["PACT W4A4"]["packed_bytes"] < by["PACT W8A8"]["packed_bytes"] < by["FP32"]["file_bytes"]
+        assert by["PACT W4A4"]["file_bytes"] < 0.3 * by["FP32"]["file_bytes"]  # int8 storage in ONNX, or packed
     return by
 
 
@@ -101,6 +102,7 @@ def test_pneumoniamnist_study_at_ci_budget(data_root, tmp_path):
     assert {c["imbalance"] for c in study["selection"]["candidates"]} == {"weighted_loss", "sampler"}
     assert by["SGT + PACT W4A4"]["imbalance"] == "sampler" and by["SGT + PACT W4A4"]["sgt"]["fraction"] == 0.5
     assert by["FP32"]["threshold_method"] == "youden" and "ppv" in by["FP32"]
+    assert 0.5 <= by["PACT W8A8"]["agreement_with_fake_quant"] <= 1 and by["PACT W8A8"]["latency_ms"] > 0
 
     # thresholds come from validation only: poisoned test labels leave every threshold as it was
     recipe = medical.medical_recipe("ci")
@@ -118,6 +120,14 @@ def test_pneumoniamnist_study_at_ci_budget(data_root, tmp_path):
     plot_reliability_diagrams(study["rows"])
     path = medical.save_study(study, tmp_path / "study.json")
     assert path.stat().st_size > 0
+
+    # a finished float run made the same way is reused, not retrained
+    chosen = study["selection"]["chosen"]
+    path = tmp_path / f"pneumoniamnist_seed0/float_{chosen}_seed0/checkpoint.pt"
+    before = path.stat().st_mtime_ns
+    assert medical.train_float("pneumoniamnist", recipe, path.parent, chosen, seed=0) == path
+    assert path.stat().st_mtime_ns == before
+    assert not medical._same_training(path, "pneumoniamnist", recipe, chosen, seed=1)
 
     report = medical.evaluate_checkpoint(study["float_checkpoint"], val_subset=recipe.val_subset,
                                          test_subset=recipe.test_subset, n_boot=50)
