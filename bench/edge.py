@@ -95,8 +95,8 @@ def weights(name: str, dataset: str, checkpoints: dict):
 
     path = checkpoints.get(name)
     if path is None:
-        shipped = [n for n in pretrained.available() if n.endswith(f"_{name}") and n.startswith(dataset)]
-        path = pretrained.pretrained_dir(shipped[0]) if shipped else None
+        shipped = f"{dataset}_{name}"  # e.g. mnist_smallcnn: the plain float model, not a variant of it
+        path = pretrained.pretrained_dir(shipped) if shipped in pretrained.available() else None
     if path is not None:
         model, ckpt = load_checkpoint(path)
         if ckpt["model_spec"]["model"] != name:
@@ -246,7 +246,8 @@ def markdown(result: dict) -> str:
     lines = [f"# Edge benchmark: eager PyTorch vs ONNX Runtime fp32 vs int8 ({result['budget']} budget)", "",
              f"Run {result['finished']}, {result['seconds_total']:.0f} s in all on {m['cpus']} CPU(s) "
              f"({m['processor'] or m['platform']}), torch {m['torch']}, onnxruntime {m['onnxruntime']}; load average "
-             f"(1 min) {m['loadavg_1min_start']:.2f} at the start, {m['loadavg_1min_end']:.2f} at the end. The machine "
+             f"(1 min) {m['loadavg_1min_start']:.2f} at the start, {m['loadavg_1min_end']:.2f} at the end"
+             + (f", run at nice {m['nice']}" if m.get("nice") else "") + ". The machine "
              "may be shared with other work: absolute milliseconds are indicative, the ratios (measured side by side, "
              "interleaved) are what carry over. This is not a Raspberry Pi: only `run.py --bench` on the device is.", ""]
     if result["budget"] == "ci":
@@ -331,6 +332,7 @@ def main(argv=None):
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": _cpu_name(),
                           "python": sys.version.split()[0], "torch": torch.__version__,
                           "onnxruntime": onnxruntime.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                          "nice": os.nice(0) if hasattr(os, "nice") else None,
                           **machine("start")}}
     models = {}
     for name in args.models:
