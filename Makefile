@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Re-install only when the project's dependencies change.
 INSTALLED = $(VENV)/.qsal-installed
 
-.PHONY: venv install book test exercises bench vendor clean
+.PHONY: venv install book test exercises bench bench-quant bench-saliency bench-edge bench-medical vendor clean
 
 venv install: $(INSTALLED)
 
@@ -38,8 +38,16 @@ test: $(INSTALLED)
 exercises: $(INSTALLED)
 	$(PY) tools/nbtools.py make-exercises
 
-bench: $(INSTALLED)
+# Each benchmark is one run that writes bench/results/<name>.json and .md, targets marked met or MISSED.
+# `make bench` runs them all (tens of minutes on 2 cores); `make bench-quant` etc. run one.
+BENCHES = quant saliency edge
+bench: $(addprefix bench-,$(BENCHES))
+bench-quant: $(INSTALLED)
 	$(PY) bench/quant_mnist.py
+bench-saliency: $(INSTALLED)
+	$(PY) bench/saliency_mnist.py
+bench-edge: $(INSTALLED)
+	$(PY) bench/edge.py
 
 # Re-fetch the JavaScript the book loads offline (book/_static/vendor/) from npm at the pinned
 # versions in tools/vendor_assets.sh; needs npm. The result is committed.
