@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,13 +110,15 @@ def _resize_batch(x: np.ndarray, batch: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- interleaved timing
 
 def interleave(queries: dict, min_queries: int, min_seconds: float, rounds: int = 8, warmup: int = 10,
-               progress: bool = False, desc: str = "latency"):
+               progress: bool = False, desc: str = "latency", cpu_ns: dict | None = None):
     """Time zero-argument calls in interleaved rounds: ({name: [ns per call]}, [names in the order run]).
 
     Every call gets `warmup` untimed calls first, then `rounds` blocks of at least
     ceil(min_queries / rounds) calls and min_seconds / rounds seconds; round r starts with the
     r-th name (rotating), so no backend always runs first or right after a particular other one.
     `progress` shows a bar over the blocks (on stderr; it updates between blocks, never inside one).
+    `cpu_ns`, if given a dict, receives each name's process CPU time over its blocks (read between blocks):
+    unlike wall time it does not grow while other programs hold the CPU.
     """
     if not queries:
         raise ValueError("nothing to time: pass at least one backend")
@@ -131,7 +134,10 @@ def interleave(queries: dict, min_queries: int, min_seconds: float, rounds: int 
     with tqdm(total=rounds * len(names), desc=desc, disable=not progress, leave=False) as bar:
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
+                cpu_start = time.process_time_ns()
                 times[name] += time_queries(queries[name], per_block, block_seconds)
+                if cpu_ns is not None:
+                    cpu_ns[name] = cpu_ns.get(name, 0) + time.process_time_ns() - cpu_start
                 order.append(name)
                 bar.update(1)
     return times, order
@@ -161,7 +167,8 @@ def compare_backends(backends: dict, example, threads: int = 1, min_queries: int
     `batch_sizes` on its rows repeated to that size (interleaved too, for `throughput_seconds` each).
     Returns {"rows": [one dict per backend], "order": names in the order their latency blocks ran,
     "threads", "settings"}; each row holds the latency statistics, "throughput" (a list of
-    {"batch", "images_per_s", "p50_ms"}), "file_bytes" and "peak_rss_mb" (None when rss=False).
+    {"batch", "images_per_s", "p50_ms"}), "cpu_ms_per_query" (process CPU time, mean: robust to other load,
+    wall-clock latency is not), "file_bytes" and "peak_rss_mb" (None when rss=False).
     """
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
@@ -178,9 +185,10 @@ def compare_backends(backends: dict, example, threads: int = 1, min_queries: int
             runs[name].model.eval()
         try:
             with torch.inference_mode():
+                cpu_ns = {}
                 times, order = interleave({n: b.query(x[:1]) for n, b in runs.items()}, settings["min_queries"],
                                           settings["min_seconds"], rounds=rounds, warmup=warmup, progress=progress,
-                                          desc=f"latency, batch 1, {threads} thread(s)")
+                                          desc=f"latency, batch 1, {threads} thread(s)", cpu_ns=cpu_ns)
                 throughput = {name: [] for name in runs}
                 for batch in batch_sizes:
                     many = _resize_batch(x, batch)
@@ -200,7 +208,8 @@ def compare_backends(backends: dict, example, threads: int = 1, min_queries: int
     for name, b in runs.items():
         stats = latency_stats(times[name])
         row = {"backend": name, "kind": b.kind, "threads": threads, "batch": 1, **stats,
-               "timed_seconds": sum(times[name]) / 1e9, "throughput": throughput[name], "file_bytes": b.file_bytes}
+               "timed_seconds": sum(times[name]) / 1e9, "cpu_ms_per_query": cpu_ns[name] / len(times[name]) / 1e6,
+               "throughput": throughput[name], "file_bytes": b.file_bytes}
         if rss:
             row.update(peak_rss(b.model, x[:1], threads=threads, queries=settings["rss_queries"]))
         else:
@@ -332,7 +341,7 @@ def format_table(rows, ratios_to: str | None = None) -> str:
     with_model = any("model" in r for r in rows)
     batches = sorted({t["batch"] for r in rows for t in r.get("throughput", [])})
     head = (["model"] if with_model else []) + ["backend", "threads", "size (KiB)", "mean (ms)", "p50 (ms)",
-                                                 "p90 (ms)", "p99 (ms)", "queries"]
+                                                 "p90 (ms)", "p99 (ms)", "queries", "CPU ms/query"]
     head += (["p50 speed-up"] if ratios_to else []) + [f"img/s @ batch {b}" for b in batches] + ["peak RSS (MB)"]
     reference = {r.get("model"): r["p50_ms"] for r in rows if r["backend"] == ratios_to}
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -341,6 +350,7 @@ def format_table(rows, ratios_to: str | None = None) -> str:
         size = f"{r['file_bytes'] / 1024:.1f}" if r.get("file_bytes") else "-"
         cells += [r["backend"], str(r["threads"]), size] + [f"{r[k]:.3f}" for k in ("mean_ms", "p50_ms", "p90_ms",
                                                                                    "p99_ms")] + [str(r["queries"])]
+        cells.append(f"{r['cpu_ms_per_query']:.3f}" if r.get("cpu_ms_per_query") else "-")
         if ratios_to:
             ref = reference.get(r.get("model"))
             cells.append(f"{ref / r['p50_ms']:.2f}×" if ref else "-")

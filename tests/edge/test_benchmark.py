@@ -30,6 +30,7 @@ def test_a_known_sleep_and_the_query_count():
     assert 2.0 <= row["min_ms"] <= row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
     assert row["p50_ms"] < 100 and row["kind"] == "callable" and row["file_bytes"] is None
     assert row["timed_seconds"] >= 20 * 0.002
+    assert row["cpu_ms_per_query"] < 0.5 * row["p50_ms"]  # sleeping costs wall time, not CPU time
 
 
 def test_min_seconds_keeps_it_going_past_min_queries():
