@@ -40,6 +40,7 @@ MODELS = {  # model: (dataset, display name)
     "resnet18": ("pneumoniamnist", "ResNet-18"),
 }
 THROUGHPUT_BATCH = 64
+WARMUP, ROUNDS = 20, 32  # 32 rounds: blocks of ~0.3 s at the book budget, so load changes hit every backend
 
 # (key, what is measured, target value, unit): every target is "at least"
 TARGETS = [
@@ -143,7 +144,7 @@ def bench_model(name: str, args, budget: str, work: Path) -> dict:
                                 metadata={"model": name, "dataset": dataset}, stem=name)
     example = next(iter(test))[0][:THROUGHPUT_BATCH]  # real test images: batch 1 = the first
     result = compare_backends(backends, example, threads=1, min_queries=pick(ci=32, book=1024, full=2048, budget=budget),
-                              min_seconds=pick(ci=0.05, book=10.0, full=20.0, budget=budget), warmup=20, rounds=8,
+                              min_seconds=pick(ci=0.05, book=10.0, full=20.0, budget=budget), warmup=WARMUP, rounds=ROUNDS,
                               batch_sizes=(THROUGHPUT_BATCH,), throughput_seconds=pick(ci=0.05, book=3.0, full=5.0, budget=budget),
                               rss=True, budget=budget, progress=not args.quiet)
     rows = {r["backend"]: r for r in result["rows"]}
@@ -350,7 +351,7 @@ def main(argv=None):
         print(f"[bench] {MODELS[name][1]}: int8 {sp['int8_vs_fp32_p50']:.2f}x fp32 ORT, {sp['int8_vs_eager_p50']:.1f}x eager",
               flush=True)
     first = next(iter(models.values()))
-    result["settings"] = {"threads": 1, "batch": 1, "warmup": 20, "rounds": 8, **first["settings"]}
+    result["settings"] = {"threads": 1, "batch": 1, "warmup": WARMUP, "rounds": ROUNDS, **first["settings"]}
     result["models"] = list(models.values())
     result["targets"] = check_targets(models)
     result["emulation"] = emulation(args.emulation)
