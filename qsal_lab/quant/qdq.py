@@ -9,15 +9,17 @@ has already learned its grids, so this exporter writes them down instead, piece 
 
 - PACT(k bits, alpha) -> uint8 codes with scale alpha / (2^k - 1) and zero point 0: QuantizeLinear
   saturates at code 0 (the ReLU) and, for k = 8, at code 255 = alpha (the clip), so a Q/DQ pair *is*
-  PACT. Below 8 bits uint8 saturates too late (at 255, not 2^k - 1), so a Clip(0, alpha) on the
-  dequantized grid values follows, then the same Q/DQ again: the 2^k levels stored in int8 QDQ.
+  PACT. Below 8 bits uint8 saturates too late (at 255, not 2^k - 1), so a Clip of the uint8 codes to
+  [0, 2^k - 1] sits between Q and DQ: the 2^k levels stored in int8 QDQ, clipped on integers.
 - Weights -> int8 codes and float scales with w_q = codes * scale exactly, from the model's own
   weight quantizer: symmetric k-bit codes as they are; DoReFa's w_q = (2 c - n) / n (c in [0, n],
   n = 2^k - 1) as the odd integers m = 2 c - n with scale 1 / n. A BatchNorm after the conv is folded
-  into the per-channel scale (and the bias), which keeps the codes untouched. DoReFa at 8 bits needs
-  m up to +-255 (9 bits): such a layer is re-rounded to int8, symmetric per channel, and its metadata
-  says so (the only place where the file is not the trained model).
-- Biases -> int32 with scale s_input * s_weight, as ONNX Runtime's own quantizer stores them.
+  into the per-channel scale (and the bias), which keeps the codes untouched; codes of fewer than 8
+  bits are then spread over int8 (m * K with scale / K, K = 127 // max|m|: the same weights on a finer
+  grid, which int32 biases need). DoReFa at 8 bits needs m up to +-255 (9 bits): such a layer is
+  re-rounded to int8, symmetric per channel, and its metadata says so (where the file's weights are
+  not the trained ones).
+- Biases -> int32 with scale s_input * s_weight, as int8 kernels add them.
 - The input -> uint8 over its 8-bit min-max range on `example` (or `input_range`), like PTQ does.
 - A residual add's float inputs (a conv + BatchNorm output) -> uint8 over their min-max range on
   `example`, so that the convs before it run as int8 kernels and the add on uint8 (QLinearAdd).
