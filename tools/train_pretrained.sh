@@ -24,3 +24,6 @@ for family in pact sgt_pact; do
   ship mnist_${family}_w4a4 qsal train --dataset mnist --model smallcnn --method $method --w-bits 4 --a-bits 4 --pact-alpha 4 --init-from $init --epochs 4 --train-subset 15000 --lr 5e-4 --seed 0
   ship mnist_${family}_w2a2 qsal train --dataset mnist --model smallcnn --method $method --w-bits 2 --a-bits 2 --pact-alpha 2 --init-from $init --epochs 5 --train-subset 24000 --lr 1e-3 --seed 0
 done
+# PneumoniaMNIST ResNet-18 at half width: both imbalance candidates (weighted loss, sampler), the validation split
+# picks one, shipped with float16 weights + selection.json (hours on a shared 2-core machine; see its metrics.json)
+$PY -c "from qsal_lab.experiments.medical import ship_pretrained; print(ship_pretrained())"
