@@ -119,7 +119,7 @@ def why_missed(key: str, study: dict) -> str:
         r = by.get(method, {})
         if "skipped" in r:
             return f"not run: {r['skipped']}"
-        extra = f"; {r['epochs']} fine-tuning epoch(s) on {study['recipe']['qat_subset'] or 'all'} training images" \
+        extra = f"; {r['epochs']} fine-tuning epoch(s) on {r.get('train_images') or 'all'} training images" \
             if "epochs" in r else ""
         return f"AUC {r.get('auc', float('nan')):.4f} vs float {fp.get('auc', float('nan')):.4f}{extra}"
     if key == "int8_latency_ratio":

@@ -297,8 +297,8 @@ def plot_reliability(rel: dict, title: str = "reliability diagram", ax=None):
     acc = np.array([np.nan if a is None else a for a in rel["accuracy"]])
     conf = np.array([np.nan if c is None else c for c in rel["confidence"]])
     ax.bar(edges[:-1], np.nan_to_num(acc), width=width, align="edge", edgecolor="k", alpha=0.7, label="accuracy")
-    ax.bar(edges[:-1], np.nan_to_num(conf - acc), bottom=np.nan_to_num(acc), width=width, align="edge",
-           color="C3", alpha=0.3, label="gap to confidence")
+    ax.bar(edges[:-1], np.nan_to_num(np.abs(conf - acc)), bottom=np.nan_to_num(np.minimum(acc, conf)), width=width,
+           align="edge", color="C3", alpha=0.3, label="gap to confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1), ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top-label probability)"), ax.set_ylabel("accuracy")

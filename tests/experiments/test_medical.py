@@ -59,6 +59,10 @@ def test_table_aggregate_and_pareto_on_given_rows():
     assert "| FP32 | 32/32 | 2 | 4.00 ± 0.00 |" in format_aggregate(agg)
     fig = plot_pareto(FAKE)
     assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
+    packed = plot_pareto([{**FAKE[2], "packed_bytes": 300_000}, FAKE[0]], size="packed_bytes")
+    assert packed.axes[0].get_xlabel() == "file size, PACT rows bit-packed (MB)"
+    with pytest.raises(ValueError, match="size must be 'file_bytes' or 'packed_bytes'"):
+        plot_pareto(FAKE, size="bytes")
 
 
 def _check_study(study, rows=ROWS):
@@ -102,7 +106,7 @@ def test_pneumoniamnist_study_at_ci_budget(data_root, tmp_path):
     by = _check_study(study)
     assert study["selection"]["chosen"] in ("weighted_loss", "sampler")
     assert {c["imbalance"] for c in study["selection"]["candidates"]} == {"weighted_loss", "sampler"}
-    assert by["SGT + PACT W4A4"]["imbalance"] == "sampler" and by["SGT + PACT W4A4"]["sgt"]["fraction"] == 0.5
+    assert by["SGT + PACT W4A4"]["imbalance"] == "sampler" and by["SGT + PACT W4A4"]["sgt"]["fraction"] == 0.1
     assert by["FP32"]["threshold_method"] == "youden" and "ppv" in by["FP32"]
     assert 0.5 <= by["PACT W8A8"]["agreement_with_fake_quant"] <= 1 and by["PACT W8A8"]["latency_ms"] > 0
 
