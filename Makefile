@@ -40,7 +40,7 @@ exercises: $(INSTALLED)
 
 # Each benchmark is one run that writes bench/results/<name>.json and .md, targets marked met or MISSED.
 # `make bench` runs them all (tens of minutes on 2 cores); `make bench-quant` etc. run one.
-BENCHES = quant saliency edge
+BENCHES = quant saliency edge medical
 bench: $(addprefix bench-,$(BENCHES))
 bench-quant: $(INSTALLED)
 	$(PY) bench/quant_mnist.py
@@ -48,6 +48,8 @@ bench-saliency: $(INSTALLED)
 	$(PY) bench/saliency_mnist.py
 bench-edge: $(INSTALLED)
 	$(PY) bench/edge.py
+bench-medical: $(INSTALLED)
+	$(PY) bench/medical.py
 
 # Re-fetch the JavaScript the book loads offline (book/_static/vendor/) from npm at the pinned
 # versions in tools/vendor_assets.sh; needs npm. The result is committed.
