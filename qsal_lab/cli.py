@@ -230,6 +230,24 @@ def cmd_export(args):
 
     model, ckpt = load_checkpoint(args.checkpoint)
     spec = ckpt["model_spec"]
+    if spec.get("quant"):
+        # A PACT model exported as plain float ONNX would run in float32 with fake-quant arithmetic: no
+        # smaller, no faster. export_qat_onnx writes its learned clipping levels as an integer QDQ graph;
+        # it needs real training images for the input's 8-bit range and to check the file it writes.
+        import torch
+
+        from .data import load_dataset, make_loader
+        from .quant.qdq import export_qat_onnx
+
+        if args.calib < 1:
+            raise ValueError(f"--calib must be a positive number of training images, got {args.calib}")
+        calib = load_dataset(spec["dataset"], "train", subset=args.calib, seed=1)
+        example = torch.cat([x for x, _ in make_loader(calib, batch_size=256)])
+        path = export_qat_onnx(model, args.out, example, metadata=_onnx_metadata(spec))
+        q = spec["quant"]
+        print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB; PACT W{q['w_bits']}A{q['a_bits']} as integer QDQ, "
+              f"input range from {len(example)} training images)")
+        return
     path = export_onnx(model, args.out, input_shape=(1, spec["in_channels"], spec["image_size"], spec["image_size"]),
                        metadata=_onnx_metadata(spec))
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
@@ -388,9 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     s.set_defaults(func=cmd_saliency)
 
-    x = sub.add_parser("export", help="export a checkpoint to one self-contained ONNX file (fp32, dynamic batch)")
+    x = sub.add_parser("export", help="export a checkpoint to one self-contained ONNX file (float: fp32, dynamic "
+                                      "batch; PACT: integer QDQ with its learned clipping levels)")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--out", required=True, help="model.onnx")
+    x.add_argument("--calib", type=int, default=256,
+                   help="PACT checkpoints: training images that set the input's 8-bit range (default 256)")
     x.set_defaults(func=cmd_export)
 
     q = sub.add_parser("ptq", help="post-training static int8 quantization with onnxruntime (QDQ, per-channel)")

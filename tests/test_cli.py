@@ -133,6 +133,18 @@ def test_export_and_ptq(data_root, tmp_path):
     assert code == 2 and "invalid choice: 'kl'" in err
 
 
+def test_export_of_a_pact_checkpoint_is_an_integer_graph(data_root, tmp_path, capsys):
+    from qsal_lab.quant.qdq import executed_ops
+
+    pact = "qsal_lab/pretrained/mnist_pact_w4a4"
+    assert main(["export", "--checkpoint", pact, "--out", str(tmp_path / "p.onnx"), "--calib", "64"]) == 0
+    assert "PACT W4A4 as integer QDQ" in capsys.readouterr().out
+    ops = [node["op"] for node in executed_ops(tmp_path / "p.onnx")]
+    assert "QLinearConv" in ops, ops  # not the float graph with fake-quant arithmetic
+    assert main(["export", "--checkpoint", pact, "--out", str(tmp_path / "q.onnx"), "--calib", "0"]) == 2
+    assert "--calib must be a positive number" in capsys.readouterr().err
+
+
 @pytest.mark.slow  # ~10 s: export and ONNX Runtime quantization first
 def test_saliency_on_the_int8_onnx_model(data_root, tmp_path, capsys):
     assert main(["ptq", "--checkpoint", PRETRAINED, "--out", str(tmp_path / "m_int8.onnx"), "--calib", "64"]) == 0
