@@ -1,12 +1,22 @@
-"""The book: _toc.yml lists every chapter, and the whole book builds with zero warnings."""
+"""The book: _toc.yml lists every chapter, each chapter can be launched (its first code cell installs
+qsal_lab where it is missing, its "Try it yourself" has a Colab badge for its exercise), and the whole
+book builds with zero warnings."""
 
+import copy
+import importlib.util
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sphinx_external_toc.parsing import parse_toc_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("nbtools", ROOT / "tools" / "nbtools.py")
+nbtools = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(nbtools)
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # <script src="http..."> or <link ... href="http..."> (stylesheets, preloads); links in the text are <a>
@@ -32,6 +42,82 @@ def test_every_toc_entry_exists():
     missing = [doc for doc in toc_documents()
                if not any((ROOT / (doc + suffix)).exists() for suffix in (".md", ".ipynb"))]
     assert not missing, f"_toc.yml lists documents that do not exist yet: {missing}"
+
+
+def toc_notebooks():
+    return [ROOT / f"{doc}.ipynb" for doc in toc_documents() if (ROOT / f"{doc}.ipynb").is_file()]
+
+
+def launch_cell(nb, kind):
+    found = [c for c in nb.cells if c.metadata.get("qsal", {}).get(nbtools.LAUNCH_KEY) == kind]
+    assert len(found) <= 1, f"{len(found)} launch cells of kind {kind!r}"
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.stem)
+def test_chapter_installs_qsal_lab_and_badges_its_exercise(path):
+    nb = nbtools.read(path)
+    rerun = "run `python tools/nbtools.py launch-cells` (and commit the result)"
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    install = launch_cell(nb, "install")
+    assert install is not None and first_code is install, f"{path.name}: its first code cell is not the install cell; {rerun}"
+    assert "remove-cell" in install.metadata.get("tags", []), f"{path.name}: the install cell is not tagged remove-cell"
+    assert install.source == nbtools.install_cell_source(nbtools.launch_setting()), f"{path.name}: stale install cell; {rerun}"
+    badge = launch_cell(nb, "badge")
+    assert badge is not None, f"{path.name}: no Colab badge for its exercise; {rerun}"
+    heading = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and nbtools.TRY_IT_HEADING in c.source)
+    assert nb.cells[heading + 1] is badge, f"{path.name}: the badge is not right under '{nbtools.TRY_IT_HEADING}'"
+    exercise = f"exercises/{path.name}"
+    assert (ROOT / exercise).is_file(), f"{path.name} links {exercise}, which does not exist"
+    assert f"[![Open in Colab]({nbtools.BADGE_IMAGE})](" in badge.source and exercise in badge.source
+    assert (ROOT / "book" / nbtools.BADGE_IMAGE).is_file()
+    assert nbtools.launch_cells([path, ROOT / exercise], check=True) == [], rerun
+
+
+def test_launch_cells_take_the_address_from_one_setting(tmp_path):
+    # what the publishing workflow does: _config.yml names the repository, launch-cells fills it in
+    config = tmp_path / "_config.yml"
+    config.write_text("repository:\n  url: " + nbtools.GITHUB + "/owner/repo\n  branch: dev\n")
+    chapter = tmp_path / "01_mnist_baseline.ipynb"
+    shutil.copy(ROOT / "book" / chapter.name, chapter)
+    before = nbtools.read(chapter)
+    assert nbtools.launch_cells([chapter], config=config) == [chapter]
+    nb = nbtools.read(chapter)
+    assert f"SPEC = 'qsal-lab @ git+{nbtools.GITHUB}/owner/repo@dev'" in launch_cell(nb, "install").source
+    colab = "https://colab.research.google.com/github/owner/repo/blob/dev/exercises/01_mnist_baseline.ipynb"
+    assert f"]({colab})" in launch_cell(nb, "badge").source
+    assert len(nb.cells) == len(before.cells), "launch-cells added cells instead of replacing its own"
+    assert nbtools.launch_cells([chapter], config=config) == [], "a second run changed the notebook again"
+    # back to the committed setting: the committed notebook again, cell for cell
+    assert nbtools.launch_cells([chapter]) == [chapter]
+    assert [c.source for c in nbtools.read(chapter).cells] == [c.source for c in before.cells]
+    config.write_text("repository:\n  url: git@example.org:owner/repo\n")
+    with pytest.raises(ValueError, match="is not a web address"):
+        nbtools.launch_setting(config)
+
+
+def test_install_cell_is_silent_where_qsal_lab_is_installed():
+    source = nbtools.install_cell_source(nbtools.launch_setting())
+    run = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, cwd=ROOT)
+    assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
+
+
+def test_install_cell_without_an_address_says_what_to_do(tmp_path):
+    # -S -I: no site-packages, so qsal_lab is missing, as on Colab; the committed cells name no address
+    source = nbtools.install_cell_source(("", ""))
+    run = subprocess.run([sys.executable, "-S", "-I", "-c", source], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 1 and "QSAL_REPOSITORY=" + nbtools.GITHUB + "/OWNER/REPO" in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_launch_cells_refuse_a_chapter_without_try_it_yourself(tmp_path):
+    nb = copy.deepcopy(nbtools.read(ROOT / "book" / "01_mnist_baseline.ipynb"))
+    nb.cells = [c for c in nb.cells if nbtools.TRY_IT_HEADING not in c.source
+                and c.metadata.get("qsal", {}).get(nbtools.LAUNCH_KEY) != "badge"]
+    path = tmp_path / "01_mnist_baseline.ipynb"
+    nbtools.write(nb, path)
+    with pytest.raises(ValueError, match="no '## Try it yourself' section"):
+        nbtools.launch_cells([path])
 
 
 @pytest.mark.slow

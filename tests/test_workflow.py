@@ -90,3 +90,26 @@ def test_config_step_fills_the_buttons_from_githubs_variables(workflow, tmp_path
     assert written["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
     original = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert written["execute"] == original["execute"] and written["sphinx"] == original["sphinx"]
+
+
+def test_launch_cells_get_the_same_address_before_the_build(workflow):
+    # the install cells and Colab badges read _config.yml's repository, so they run after it is written
+    runs = [s.get("run", "") for s in steps(workflow, "build")]
+    config_at = steps(workflow, "build").index(config_step(workflow))
+    launch = [i for i, run in enumerate(runs) if re.search(r"tools/nbtools\.py launch-cells\s*$", run, re.M)]
+    book = [i for i, run in enumerate(runs) if re.search(r"^make book\b", run, re.M)]
+    assert launch, "no step runs `tools/nbtools.py launch-cells` (every notebook, from _config.yml)"
+    assert config_at < launch[0] < book[0], "launch-cells must run after the config step and before `make book`"
+
+
+def test_binder_installs_the_project_with_the_makefiles_pytorch():
+    makefile = (ROOT / "Makefile").read_text()
+    torch_spec = re.search(r"^TORCH_SPEC \?= (.+)$", makefile, re.M).group(1).split()
+    requirements = [line.strip() for line in (ROOT / "binder" / "requirements.txt").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+    assert sorted(r for r in requirements if not r.startswith("--")) == sorted(torch_spec)
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in requirements   # Binder has no GPU
+    post_build = ROOT / "binder" / "postBuild"
+    assert os.access(post_build, os.X_OK), "binder/postBuild must be executable (repo2docker runs it)"
+    assert re.search(r"^python -m pip install .*-e \.$", post_build.read_text(), re.M)
+    assert re.fullmatch(r"python-3\.\d+", (ROOT / "binder" / "runtime.txt").read_text().strip())

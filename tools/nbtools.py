@@ -4,6 +4,7 @@
     python tools/nbtools.py check-exercises         # exit 1 if exercises/ is stale
     python tools/nbtools.py strip-outputs book/*.ipynb solutions/*.ipynb
     python tools/nbtools.py refresh book/03_ptq.ipynb   # re-run, keep NBVAL_CHECK_OUTPUT outputs
+    python tools/nbtools.py launch-cells            # install cell + Colab badge in every chapter
 
 Conventions (the tests in tests/test_notebooks.py rely on them):
 
@@ -15,6 +16,12 @@ Conventions (the tests in tests/test_notebooks.py rely on them):
 * A code cell that calls a check function carries the cell tag `check` and the metadata
   `"qsal": {"expect": "<text>"}`: in the untouched exercise that cell must raise an error
   whose `Name: message` contains <text>; in the solution it must pass.
+* Every chapter's first code cell installs qsal_lab where it is missing (Colab), and a
+  markdown cell after its "## Try it yourself" section links the chapter's exercise with a
+  Colab badge; exercises get the same install cell from make-exercises. Both come from
+  `launch-cells` and carry the metadata "qsal": {"launch": "install" | "badge"}; the
+  repository's address in them comes from one setting, _config.yml's `repository:` (empty in
+  the committed file; the publishing workflow writes it, then runs `launch-cells`).
 * Stored outputs are only kept for cells with a line `# NBVAL_CHECK_OUTPUT` of its own
   (not after code: nbval would not see it there); `pytest --nbval-lax` compares exactly
   those cells against what they print now. `refresh` stores those outputs.
@@ -23,10 +30,12 @@ Conventions (the tests in tests/test_notebooks.py rely on them):
 import argparse
 import copy
 import os
+import re
 import sys
 from pathlib import Path
 
 import nbformat
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "### BEGIN SOLUTION"
@@ -89,6 +98,7 @@ def make_exercise(solution_nb, where="notebook"):
         raise ValueError("\n".join(problems))
     nb = copy.deepcopy(solution_nb)
     nb.metadata.pop("widgets", None)  # widget state is output too
+    set_install_cell(nb, launch_setting())  # learners open exercises in Colab too
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.source = exercise_source(cell.source, where=f"{where}, cell {i}")
@@ -208,6 +218,153 @@ def refresh(path, timeout=600):
 
 
 # ----------------------------------------------------------------------------
+# launch cells: install qsal_lab where it is missing, a Colab badge for the exercise
+
+CONFIG = ROOT / "_config.yml"
+LAUNCH_KEY = "launch"            # cell.metadata["qsal"]["launch"] = "install" | "badge"
+INSTALL_TAGS = ["remove-cell"]   # the rendered page is executed already: nothing to install there
+TRY_IT_HEADING = "## Try it yourself"
+COLAB = "https://colab.research.google.com/github"
+BADGE_IMAGE = "_static/colab-badge.svg"   # relative to book/; vendored, so the page stays offline
+GITHUB = "https://github.com"
+GITHUB_URL = re.compile(r"^https://github\.com/([^/\s]+)/([^/\s]+?)(?:\.git)?/?$")
+
+
+def launch_setting(config=CONFIG):
+    """(repository url, branch) from _config.yml's `repository:`; ("", "") when it names none.
+
+    This is the one setting for the repository's address: the committed _config.yml leaves it
+    empty (no invented address) and .github/workflows/book.yml writes GitHub's own values there.
+    """
+    repository = (yaml.safe_load(Path(config).read_text()) or {}).get("repository") or {}
+    url = (repository.get("url") or "").strip().rstrip("/")
+    branch = (repository.get("branch") or "").strip()
+    if url and not url.startswith(("https://", "http://")):
+        raise ValueError(f"{config}: repository.url {url!r} is not a web address (https://...); "
+                         "set it to the address you would `git clone`, or leave it empty")
+    return url, branch or ("main" if url else "")
+
+
+def install_spec(setting):
+    """pip's requirement for the project at that repository, or "" without one."""
+    url, branch = setting
+    return f"qsal-lab @ git+{url}@{branch}" if url else ""
+
+
+def install_cell_source(setting):
+    spec = install_spec(setting)
+    return f"""# Installs qsal_lab where it is missing (Colab, a fresh Binder) and does nothing where it is
+# installed. SPEC is written by tools/nbtools.py launch-cells from the repository _config.yml names.
+import importlib.util
+
+if importlib.util.find_spec("qsal_lab") is None:
+    import os, subprocess, sys
+    SPEC = {spec!r}
+    if os.environ.get("QSAL_REPOSITORY"):
+        SPEC = "qsal-lab @ git+" + os.environ["QSAL_REPOSITORY"]
+    if not SPEC:
+        sys.exit("qsal_lab is not installed and this copy names no repository to install it from: run "
+                 "%env QSAL_REPOSITORY={GITHUB}/OWNER/REPO (on Colab: the two names after /github/ "
+                 "in the address bar), then this cell again")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC], check=True)
+    importlib.invalidate_caches()
+    print(f"installed {{SPEC}}; if Colab offers to restart the session, accept and go on from the next cell")"""
+
+
+def colab_url(setting, path):
+    """Colab's address for a file of the repository (path relative to its root), or None."""
+    url, branch = setting
+    match = GITHUB_URL.match(url)
+    return f"{COLAB}/{match[1]}/{match[2]}/blob/{branch}/{path}" if match else None
+
+
+def badge_cell_source(exercise, setting):
+    """The Colab badge for exercises/<exercise>; without a GitHub repository it downloads it."""
+    path = f"exercises/{exercise}"
+    target = colab_url(setting, path)
+    if target:
+        return (f"[![Open in Colab]({BADGE_IMAGE})]({target})\n"
+                f"The badge opens the exercise, `{path}`, in Colab; its first code cell installs "
+                "`qsal_lab` there.")
+    # path: makes MyST link the file as a download (a bare .ipynb path reads as a page)
+    return (f"[![Open in Colab]({BADGE_IMAGE})](path:../{path})\n"
+            f"This copy of the book names no GitHub repository, so the badge downloads `{path}`. In "
+            "Colab, open it with File, Upload notebook; its first code cell asks for the repository's "
+            "address (`%env QSAL_REPOSITORY=...`) and installs `qsal_lab`.")
+
+
+def _content(nb):
+    return [(c.cell_type, c.source, c.metadata) for c in nb.cells]
+
+
+def _replace_launch_cell(nb, kind, cell, position):
+    """Take out the launch cell of that kind and put cell at position(nb) instead (keeping the old
+    cell's id, so a rerun changes nothing); True if the notebook's content changed."""
+    before = copy.deepcopy(_content(nb))
+    cell.metadata["qsal"] = {LAUNCH_KEY: kind}
+    old = [c for c in nb.cells if c.metadata.get("qsal", {}).get(LAUNCH_KEY) == kind]
+    nb.cells = [c for c in nb.cells if c.metadata.get("qsal", {}).get(LAUNCH_KEY) != kind]
+    if old and old[0].get("id"):
+        cell["id"] = old[0]["id"]
+    nb.cells.insert(position(nb), cell)
+    return _content(nb) != before
+
+
+def set_install_cell(nb, setting):
+    """Make the install cell the notebook's first code cell; True if nb changed."""
+    cell = nbformat.v4.new_code_cell(install_cell_source(setting), metadata={"tags": list(INSTALL_TAGS)})
+
+    def first_code(nb):
+        return next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), len(nb.cells))
+    return _replace_launch_cell(nb, "install", cell, first_code)
+
+
+def set_badge_cell(nb, exercise, setting, where="notebook"):
+    """Put the exercise's Colab badge right after the cell with the "Try it yourself" heading;
+    True if nb changed."""
+    def after_heading(nb):
+        for i, c in enumerate(nb.cells):
+            if c.cell_type == "markdown" and any(line.strip() == TRY_IT_HEADING for line in c.source.splitlines()):
+                return i + 1
+        raise ValueError(f"{where} has no '{TRY_IT_HEADING}' section to put the exercise's Colab badge in; "
+                         "add one that links the exercise (as book/01_mnist_baseline.ipynb does)")
+    cell = nbformat.v4.new_markdown_cell(badge_cell_source(exercise, setting))
+    return _replace_launch_cell(nb, "badge", cell, after_heading)
+
+
+def toc_chapters(toc=ROOT / "_toc.yml"):
+    """The notebooks _toc.yml lists (book/NN_name.ipynb), in order."""
+    from sphinx_external_toc.parsing import parse_toc_yaml
+
+    return [ROOT / f"{doc}.ipynb" for doc in parse_toc_yaml(toc) if (ROOT / f"{doc}.ipynb").is_file()]
+
+
+def launch_cells(paths, config=CONFIG, check=False):
+    """Apply (or, with check, only look for) the launch cells; the paths that needed a change.
+
+    A notebook under exercises/ gets the install cell; any other gets the install cell and the
+    badge for exercises/<its name>, which must exist.
+    """
+    setting = launch_setting(config)
+    changed = []
+    for path in map(Path, paths):
+        nb = read(path)
+        is_exercise = path.resolve().parent.name == "exercises"
+        did = set_install_cell(nb, setting)
+        if not is_exercise:
+            exercise = ROOT / "exercises" / path.name
+            if not exercise.is_file():
+                raise ValueError(f"{path}: no exercise {exercise.relative_to(ROOT)} to link; write "
+                                 f"solutions/{path.name} and run `make exercises` first")
+            did = set_badge_cell(nb, path.name, setting, where=str(path)) or did
+        if did:
+            changed.append(path)
+            if not check:
+                write(nb, path)
+    return changed
+
+
+# ----------------------------------------------------------------------------
 # command line
 
 def main(argv=None):
@@ -223,6 +380,11 @@ def main(argv=None):
     p = sub.add_parser("refresh", help="execute (QSAL_BUDGET=ci) and store NBVAL_CHECK_OUTPUT outputs")
     p.add_argument("notebooks", nargs="+", type=Path)
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
+    p = sub.add_parser("launch-cells", help="first cell installs qsal_lab where missing; Colab badge for the exercise")
+    p.add_argument("notebooks", nargs="*", type=Path,
+                   help="default: every chapter notebook in _toc.yml and exercises/*.ipynb")
+    p.add_argument("--config", type=Path, default=CONFIG, help="where the repository's address is (repository.url)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook needs launch-cells")
     args = parser.parse_args(argv)
 
     try:
@@ -242,6 +404,14 @@ def main(argv=None):
                 if strip_outputs(nb):
                     write(nb, path)
                     print(f"stripped {path}")
+        elif args.command == "launch-cells":
+            paths = args.notebooks or toc_chapters() + sorted((ROOT / "exercises").glob("*.ipynb"))
+            changed = launch_cells(paths, config=args.config, check=args.check)
+            for path in changed:
+                print(f"{'needs launch cells' if args.check else 'wrote launch cells in'}: {path}")
+            if args.check and changed:
+                print("run `python tools/nbtools.py launch-cells` and commit the result")
+                return 1
         elif args.command == "refresh":
             for path in args.notebooks:
                 refresh(path, timeout=args.timeout)
