@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def cmd_data(args):
-    from .data import available_datasets, check_files, default_root
+    from .data import STANDIN_VERSION, available_datasets, check_files, default_root
 
     root = Path(args.root) if args.root else default_root()
     print(f"data root: {root}" + ("" if args.root or os.environ.get("QSAL_DATA") else " (set QSAL_DATA to change)"))
@@ -25,7 +25,8 @@ def cmd_data(args):
         else:
             verdict = "incomplete: missing " + ", ".join(k for k, v in status.items() if v == "missing")
         print(f"  {name:15s} {verdict}")
-    print(f"  {'cifar10-standin':15s} synthetic stand-in, made when asked for (QSAL_STANDIN=1); never real CIFAR-10")
+    print(f"  {'cifar10-standin':15s} synthetic stand-in {STANDIN_VERSION}, made when asked for (QSAL_STANDIN=1); "
+          f"never real CIFAR-10")
 
 
 PACT_TRAINING_FLAGS = ("pact_alpha", "alpha_l2", "alpha_lr_scale")  # QATConfig fields; None = its default
@@ -108,7 +109,9 @@ def cmd_eval(args):
         return _clinical_eval(args, ckpt)
     ds, loader = _eval_data(args, ckpt)
     metrics = evaluate(model, loader, device=args.device)
-    metrics.update(dataset=ds.name, split=args.split, checkpoint=str(args.checkpoint))
+    # the data actually evaluated on names the result (the stand-in's name and version when it stood in)
+    metrics.update(dataset=ds.name, dataset_key=ds.info.name, standin=ds.info.standin, split=args.split,
+                   checkpoint=str(args.checkpoint))
     if args.json:
         print(json.dumps(metrics))
     else:

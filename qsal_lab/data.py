@@ -8,11 +8,13 @@ budgets. Where the data lives: the `root` argument, else `$QSAL_DATA`, else a pe
 
 CIFAR-10 has a synthetic *stand-in* for offline runs. It is used only when asked for
 (`standin=True` or `QSAL_STANDIN=1`), warns when built, and its name says "stand-in" so every
-table and figure made from it is labelled.
+table and figure made from it is labelled. It is versioned (`STANDIN_VERSION`): the data set a run
+actually loaded, stand-in key and version included, is what its checkpoint and metrics record.
 """
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 import re
@@ -42,6 +44,7 @@ class DatasetInfo:
     std: tuple
     splits: tuple = ("train", "test")
     standin: bool = False
+    version: str | None = None  # the stand-in's generator version ("v2"); None for real data sets
 
 
 _MNIST_DIGITS = tuple(str(i) for i in range(10))
@@ -114,10 +117,13 @@ def _info_for(name: str) -> DatasetInfo:
     if name == "cifar10":
         return DatasetInfo("cifar10", "CIFAR-10", 10, 3, 32, "multi-class", _CIFAR,
                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-    if name == "cifar10-standin":
-        return DatasetInfo("cifar10-standin", "CIFAR-10 stand-in (synthetic)", 10, 3, 32, "multi-class",
+    if name == "cifar10-standin-v1":
+        return DatasetInfo(name, "CIFAR-10 stand-in (synthetic) v1", 10, 3, 32, "multi-class",
                            tuple(f"standin-{i}" for i in range(10)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
-                           standin=True)
+                           standin=True, version="v1")
+    if name == "cifar10-standin-v2":
+        return DatasetInfo(name, "CIFAR-10 stand-in (synthetic) v2", 10, 3, 32, "multi-class", STANDIN_SHAPES,
+                           (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), standin=True, version="v2")
     flag, size = _medmnist_size(name)
     med = _medmnist_info()[flag]
     task = "multi-label" if med["task"].startswith("multi-label") else med["task"]
@@ -149,7 +155,13 @@ def _canonical(name: str, size: int | None = None) -> str:
     match = re.fullmatch(r"([a-z0-9_]*?mnist)_?(\d+)", key) if not key.endswith("3d") else None
     flag, suffix = (match.group(1).replace("_", ""), int(match.group(2))) if match else (key.replace("_", ""), None)
     if flag in ("cifar10standin", "standin"):
-        return "cifar10-standin"
+        return f"cifar10-standin-{STANDIN_VERSION}"
+    if flag.startswith("cifar10standinv") or flag.startswith("standinv"):
+        version = flag.rpartition("standin")[2]
+        if version not in STANDIN_VERSIONS:
+            raise DataError(f"unknown CIFAR-10 stand-in version {version!r} in {name!r}; versions: "
+                            f"{', '.join(STANDIN_VERSIONS)} (current: {STANDIN_VERSION})")
+        return f"cifar10-standin-{version}"
     if any(flag.startswith(f) for f in _medmnist_3d_flags()):
         raise DataError(f"{name!r} is a 3D MedMNIST flag (volumes, not images); qsal_lab's models classify "
                         f"2D images, so use one of the 2D flags: {', '.join(sorted(_medmnist_info()))}")
@@ -192,7 +204,7 @@ def expected_files(name: str) -> dict[str, str]:
     name = _canonical(name)
     if name in _TORCHVISION_FILES:
         return dict(_TORCHVISION_FILES[name])
-    if name == "cifar10-standin":
+    if is_standin(name):
         return {}
     flag, size = _medmnist_size(name)
     suffix = "" if size == 28 else f"_{size}"
@@ -295,8 +307,9 @@ class ImageDataset(Dataset):
                  augment: bool | str = False):
         if images.ndim == 3:
             images = images[..., None]
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()  # N,C,H,W
-        self.labels = torch.from_numpy(labels)
+        # np.require copies read-only arrays (the memoised stand-in), so nothing here can write into them
+        self.images = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.from_numpy(np.require(labels, requirements=["W"]))
         self.info, self.split, self.augment = info, split, check_augment(augment)
         self._mean = torch.tensor(info.mean).view(-1, 1, 1)
         self._std = torch.tensor(info.std).view(-1, 1, 1)
@@ -361,6 +374,11 @@ def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Ten
     return torch.cat(picked).sort().values
 
 
+def is_standin(name: str) -> bool:
+    """Whether a canonical dataset key names a synthetic stand-in ('cifar10-standin-v2', ...)."""
+    return name.startswith("cifar10-standin")
+
+
 def _standin_requested(standin: bool | None) -> bool:
     if standin is not None:
         return standin
@@ -369,35 +387,43 @@ def _standin_requested(standin: bool | None) -> bool:
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None, download: bool = True,
                  subset: int | None = None, seed: int = 0, augment: bool | str = False,
-                 standin: bool | None = None, size: int | None = None) -> ImageDataset:
+                 standin: bool | None = None, size: int | None = None, holdout: int | None = None) -> ImageDataset:
     """Load a dataset split as an `ImageDataset` of (normalised image, label).
 
     name: 'mnist', 'fashionmnist', 'cifar10' or any 2D MedMNIST flag ('pneumoniamnist', ...), optionally
     with its image size ('pneumoniamnist_64').
-    split: 'train' or 'test' ('val' too for MedMNIST).
+    split: 'train' or 'test' ('val' too for MedMNIST), or 'holdout' (with `holdout`).
     subset: keep only this many examples, stratified by class and seeded by `seed`.
+    holdout: a validation set carved out of the training split, for choices test must not see: `holdout`
+    training images (stratified, always the same ones: `HOLDOUT_SEED`) are split 'holdout', and split
+    'train' leaves them out (then `subset` draws from the rest).
     augment: True or 'crop_flip' (random crop + flip, used for CIFAR-10), 'shift' (+-2 px, for X-rays).
-    standin: for 'cifar10' only, use the synthetic stand-in (default: `$QSAL_STANDIN`).
+    standin: for 'cifar10' only, use the synthetic stand-in (default: `$QSAL_STANDIN`); the returned
+    dataset's `info` is then the stand-in's (name, version), whatever name was asked for.
     size: MedMNIST image size, 28 (default), 64, 128 or 224 (medmnist's `size`; the files are
     <flag>_<size>.npz, downloaded on first use like the 28x28 ones).
     """
     key = _canonical(name, size)
     augment = check_augment(augment)
     if key == "cifar10" and _standin_requested(standin):
-        key = "cifar10-standin"
+        key = f"cifar10-standin-{STANDIN_VERSION}"
     info = _info_for(key)
-    if split not in info.splits:
-        raise DataError(f"{info.display_name} has no split {split!r}; choose one of: {', '.join(info.splits)}")
-    if key == "cifar10-standin":
-        warnings.warn("Using the synthetic CIFAR-10 STAND-IN, not CIFAR-10: results made from it are labelled "
-                      "'CIFAR-10 stand-in (synthetic)' and say nothing about real CIFAR-10 accuracy.",
+    source_split = _check_holdout(split, holdout, info)
+    if is_standin(key):
+        warnings.warn(f"Using the synthetic CIFAR-10 STAND-IN, not CIFAR-10: results made from it are labelled "
+                      f"'{info.display_name}' and say nothing about real CIFAR-10 accuracy.",
                       UserWarning, stacklevel=2)
-        images, labels = make_standin(split)
+        images, labels = make_standin(source_split) if info.version == STANDIN_VERSION else \
+            make_standin(source_split, version=info.version)
     else:
         root = Path(root).expanduser() if root else default_root()
         _verify(key, root)
-        images, labels = _read_official(key, split, root, download)
+        images, labels = _read_official(key, source_split, root, download)
     ds = ImageDataset(images, labels, info, split, augment=augment)
+    if holdout:
+        held = stratified_indices(ds.labels, holdout, HOLDOUT_SEED)
+        keep = held if split == "holdout" else _complement(held, len(ds.labels))
+        ds.images, ds.labels = ds.images[keep], ds.labels[keep]
     if subset is not None:
         if subset <= 0:
             raise DataError(f"subset must be a positive number of examples, got {subset}")
@@ -406,15 +432,73 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     return ds
 
 
-def make_standin(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic synthetic 32x32 RGB images in 10 classes (the CIFAR-10 stand-in).
+HOLDOUT_SEED = 2718  # the held-out validation images are the same whatever a run's seed
+
+
+def _check_holdout(split: str, holdout, info: DatasetInfo) -> str:
+    """The split to read: 'holdout' reads 'train'; a held-out set needs a positive size smaller than train's."""
+    if holdout is not None and not (isinstance(holdout, int) and not isinstance(holdout, bool) and holdout > 0):
+        raise DataError(f"holdout must be a positive number of training images, got {holdout!r}")
+    if split == "holdout":
+        if not holdout:
+            raise DataError("split 'holdout' is carved out of the training split: say how many images with holdout=N")
+        return "train"
+    if split not in info.splits:
+        raise DataError(f"{info.display_name} has no split {split!r}; choose one of: "
+                        f"{', '.join(info.splits + ('holdout',))}")
+    if holdout and split != "train":
+        raise DataError(f"holdout=N removes images from the training split only, not from {split!r}")
+    return split
+
+
+def _complement(indices: torch.Tensor, n: int) -> torch.Tensor:
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[indices] = False
+    return keep.nonzero().flatten()
+
+
+# ----------------------------------------------------------------------------- the CIFAR-10 stand-in
+
+STANDIN_VERSIONS = ("v1", "v2")
+STANDIN_VERSION = "v2"  # what 'cifar10-standin' and QSAL_STANDIN=1 give
+STANDIN_SHAPES = ("disk", "square", "triangle", "plus", "ring", "crescent", "star", "half-disk", "L-shape", "frame")
+# v2's training split is 20 000 images, not CIFAR-10's 50 000: the book budget trains on 20 000 images anyway, and
+# every process that loads the split generates it (about 4 s for 20 000 on one core instead of 10-17 s).
+STANDIN_SIZES = {"train": 20000, "test": 10000}
+
+
+def make_standin(split: str, n: int | None = None, version: str = STANDIN_VERSION) -> tuple[np.ndarray, np.ndarray]:
+    """The CIFAR-10 stand-in's (uint8 images N x 32 x 32 x 3, int64 labels) for a split, made from fixed seeds.
+
+    v2 (current, `make_standin_v2`): one object-like shape per image among textured clutter and distractors.
+    v1 (the first stand-in, kept so that its recorded figures can be re-made): five shapes, solid or striped,
+    on flat backgrounds. Generated arrays are memoised (read-only) for the process."""
+    if version not in STANDIN_VERSIONS:
+        raise DataError(f"unknown CIFAR-10 stand-in version {version!r}; versions: {', '.join(STANDIN_VERSIONS)}")
+    if split not in STANDIN_SIZES:
+        raise DataError(f"the CIFAR-10 stand-in has splits 'train' and 'test', not {split!r}")
+    n = (STANDIN_SIZES if version == "v2" else {"train": 50000, "test": 10000})[split] if n is None else n
+    if not (isinstance(n, int) and n > 0):
+        raise DataError(f"n must be a positive number of images, got {n!r}")
+    return _standin_cached(split, n, version)
+
+
+@functools.lru_cache(maxsize=4)
+def _standin_cached(split: str, n: int, version: str):
+    images, labels = (make_standin_v2 if version == "v2" else _make_standin_v1)(split, n)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def _make_standin_v1(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic synthetic 32x32 RGB images in 10 classes (the CIFAR-10 stand-in, v1).
 
     A class is a shape (disk, square, triangle, cross, ring) drawn either solid or striped.
     Colours, positions, sizes and background are random and shared by all classes, and noise
     and a random occluding bar are added, so colour alone predicts nothing and a model has to
     learn shape and texture. Images are uint8, NxHxWx3, like CIFAR-10's.
     """
-    n = n if n is not None else (50000 if split == "train" else 10000)
+    n = n if n is not None else (50000 if split == "train" else 10000)  # v1 had CIFAR-10's split sizes
     rng = np.random.default_rng(1234 if split == "train" else 5678)
     labels = np.arange(n) % 10
     rng.shuffle(labels)
@@ -443,6 +527,120 @@ def make_standin(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarr
     img = np.where(bar[..., None], rng.uniform(0, 1, (n, 1, 1, 3)), img)
     img = img + rng.normal(0, 0.12, img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), labels.astype(np.int64)
+
+
+# v2: object-like shapes among textured clutter. Generated in chunks of _CHUNK images, each from its own seed,
+# so the first k images are the same whatever n is, and each chunk holds every class equally often.
+_CHUNK = 1000
+_V2_SEEDS = {"train": 20260, "test": 20261}
+STANDIN_V2_PARAMS = dict(grating=0.35, behind=3, front=1, radius=(5.0, 9.0), rotation=0.5, noise=0.08)
+
+
+def _upsample_matrix(src: int, dst: int = 32) -> np.ndarray:
+    """dst x src bilinear interpolation weights: M @ grid @ M.T turns a src x src grid into a smooth dst x dst one."""
+    t = np.linspace(0, src - 1, dst)
+    lo = np.floor(t).astype(int).clip(0, src - 2)
+    m = np.zeros((dst, src), np.float32)
+    m[np.arange(dst), lo] = 1 - (t - lo)
+    m[np.arange(dst), lo + 1] = t - lo
+    return m
+
+
+def _shape_mask(c: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Pixels inside shape `c` (STANDIN_SHAPES[c]) in the object's own coordinates (radius 1)."""
+    r2, a = u * u + v * v, np.maximum(abs(u), abs(v))
+    if c == 0:
+        return r2 <= 1                                                   # disk
+    if c == 1:
+        return a <= 0.8                                                  # square
+    if c == 2:
+        return (v <= 0.75) & (v >= 1.7 * abs(u) - 0.95)                 # triangle
+    if c == 3:
+        return (np.minimum(abs(u), abs(v)) <= 0.3) & (a <= 1)           # plus
+    if c == 4:
+        return (r2 <= 1) & (r2 >= 0.4)                                   # ring
+    if c == 5:
+        return (r2 <= 1) & ((u - 0.5) ** 2 + v * v >= 0.55)             # crescent
+    if c == 6:
+        return np.sqrt(r2) <= 0.55 + 0.45 * np.cos(5 * np.arctan2(v, u))  # star (five lobes)
+    if c == 7:
+        return (r2 <= 1) & (v >= 0.05)                                   # half-disk
+    if c == 8:
+        return (a <= 0.85) & ((u <= -0.25) | (v >= 0.3))                # L-shape
+    return (a <= 0.85) & (a >= 0.5)                                      # frame
+
+
+def _standin_v2_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.ndarray, np.ndarray]:
+    def uniform(lo, hi, shape):
+        return lo + (hi - lo) * rng.random(shape, dtype=np.float32)
+
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    labels = rng.permutation(np.arange(n) % 10)
+    # textured clutter: smooth colour noise (4x4 grid, interpolated) plus a colour grating of random strength
+    up = _upsample_matrix(4)
+    img = np.ascontiguousarray((up @ rng.random((n, 3, 4, 4), dtype=np.float32) @ up.T).transpose(0, 2, 3, 1))
+    theta, freq = uniform(0, np.pi, (n, 1, 1)), uniform(0.3, 1.2, (n, 1, 1))
+    grating = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * freq + uniform(0, 2 * np.pi, (n, 1, 1)))
+    img += p["grating"] * uniform(0, 1, (n, 1, 1, 1)) * grating[..., None] * uniform(-1, 1, (n, 1, 1, 3))
+
+    def distractors(count):  # bars and ellipses anywhere: evidence of nothing
+        for _ in range(count):
+            cy, cx = uniform(0, 32, (2, n, 1, 1))
+            ang = uniform(0, np.pi, (n, 1, 1))
+            du = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
+            dv = (yy - cy) * np.cos(ang) - (xx - cx) * np.sin(ang)
+            length, width = uniform(4, 14, (n, 1, 1)), uniform(1, 4, (n, 1, 1))
+            bar = (abs(du) <= length) & (abs(dv) <= width / 2)
+            ellipse = (du / (length / 2)) ** 2 + (dv / width) ** 2 <= 1
+            drawn = (rng.random((n, 1, 1)) < 0.8) & np.where(rng.random((n, 1, 1)) < 0.5, bar, ellipse)
+            np.copyto(img, uniform(0, 1, (n, 1, 1, 3)), where=drawn[..., None])
+
+    distractors(p["behind"])
+    # the object: its shape is the class; size, place, rotation, colours and fill are drawn for every class alike
+    r = uniform(*p["radius"], (n, 1, 1))
+    cy, cx = uniform(0, 1, (2, n, 1, 1)) * (32 - 2 * r) + r
+    ang = uniform(-p["rotation"], p["rotation"], (n, 1, 1))
+    dy, dx = (yy - cy) / r, (xx - cx) / r
+    u, v = dx * np.cos(ang) + dy * np.sin(ang), dy * np.cos(ang) - dx * np.sin(ang)
+    mask = np.zeros((n, 32, 32), bool)
+    for c in range(10):
+        idx = labels == c
+        mask[idx] = _shape_mask(c, u[idx], v[idx])
+    fg = uniform(0, 1, (n, 3))
+    near = np.linalg.norm(fg - img.reshape(n, -1, 3).mean(1), axis=1) < 0.35  # keep the object visible
+    fg[near] = 1 - fg[near]
+    fg2 = np.clip(fg + 0.25 * rng.standard_normal((n, 3), dtype=np.float32), 0, 1)
+    fill = rng.integers(0, 3, (n, 1, 1))                                   # solid, striped or checked
+    fa = uniform(0, np.pi, (n, 1, 1))
+    stripes = np.sin((xx * np.cos(fa) + yy * np.sin(fa)) * 1.4) > 0
+    checker = (np.floor(u * 2.5) + np.floor(v * 2.5)) % 2 == 0
+    second = np.where(fill == 1, stripes, np.where(fill == 2, checker, False))
+    np.copyto(img, fg[:, None, None, :], where=mask[..., None])
+    np.copyto(img, fg2[:, None, None, :], where=(mask & second)[..., None])
+    distractors(p["front"])  # one may cover part of the object
+    img *= uniform(0.7, 1.2, (n, 1, 1, 1))
+    img += uniform(-0.1, 0.1, (n, 1, 1, 1))
+    img += p["noise"] * rng.standard_normal(img.shape, dtype=np.float32)
+    np.clip(img, 0, 1, out=img)
+    return (img * 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def make_standin_v2(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The CIFAR-10 stand-in v2: 32x32 RGB images in 10 classes, one object-like shape each (`STANDIN_SHAPES`)
+    among textured clutter (smooth colour noise, a colour grating) and 3-4 distractors (bars, ellipses; one may
+    be drawn over the object), with random brightness, contrast and pixel noise.
+
+    The class is the object's shape only: its size (radius 5-9 px), place, rotation (+-29 degrees), colour and
+    fill (solid, striped, checked) are drawn alike for every class, so the evidence is local (a saliency map has
+    an object to find) and neither colour nor position gives the class away (a linear classifier on the raw
+    pixels stays near chance: tests/test_data.py). Seeded per split and chunk; train 20 000, test 10 000 images
+    by default (`STANDIN_SIZES`; the arrays are memoised per process)."""
+    n = STANDIN_SIZES[split] if n is None else n
+    images, labels = [], []
+    for k in range(-(-n // _CHUNK)):
+        x, y = _standin_v2_chunk(np.random.default_rng([_V2_SEEDS[split], 2, k]), _CHUNK, STANDIN_V2_PARAMS)
+        images.append(x), labels.append(y)
+    return np.concatenate(images)[:n], np.concatenate(labels)[:n]
 
 
 def make_loader(ds: Dataset, batch_size: int = 128, train: bool = False, seed: int = 0,

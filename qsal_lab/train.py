@@ -194,6 +194,9 @@ def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, 
     raise ValueError(f"unknown optimizer {name!r}; choose 'adamw' or 'sgd'")
 
 
+SCHEDULES = ("onecycle", "cosine")
+
+
 @dataclass
 class History:
     """Per-epoch records: train loss, test metrics, seconds, and whatever `log_fn` adds."""
@@ -211,8 +214,10 @@ def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, bat
         optimizer: str = "adamw", weight_decay: float = 1e-4, alpha_lr_scale: float = 1.0, seed: int = 0,
         device: str = "auto", loss_fn: Callable = cross_entropy_loss, step_fn: Callable | None = None,
         log_fn: Callable | None = None, out: str | Path | None = None, model_spec: dict | None = None,
-        config: dict | None = None, resume: bool = True, progress: bool = True, sample_weights=None) -> History:
-    """Train with a one-cycle learning-rate schedule and evaluate on `test_ds` after every epoch.
+        config: dict | None = None, resume: bool = True, progress: bool = True, sample_weights=None,
+        schedule: str = "onecycle") -> History:
+    """Train with a one-cycle learning-rate schedule (or `schedule="cosine"`: cosine decay from `lr` to 0 with no
+    warm-up, the usual CIFAR ResNet recipe) and evaluate on `test_ds` after every epoch.
 
     loss_fn(model, x, y) -> scalar loss: swap it to add a regulariser (PACT's alpha L2).
     step_fn(model, x, y, optimizer) -> loss replaces the whole step when an objective needs more
@@ -232,7 +237,11 @@ def fit(model: nn.Module, train_ds, test_ds=None, *, epochs: int, lr: float, bat
     opt = make_optimizer(model, optimizer, lr, weight_decay, alpha_lr_scale)
     steps_per_epoch = -(-len(train_ds) // batch_size)
     total_steps = epochs * steps_per_epoch
-    if total_steps >= 10:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+    if total_steps >= 10 and schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    elif total_steps >= 10:
         peaks = [g["lr"] for g in opt.param_groups]  # one per group: PACT's alphas may have their own
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=total_steps, pct_start=0.25)
     else:  # too few steps for a warm-up and a decay: keep the learning rate constant
@@ -297,7 +306,8 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
                 lr: float | None = None, batch_size: int | None = None, train_subset: int | None = None,
                 test_subset: int | None = None, seed: int = 0, device: str = "auto", root: str | None = None,
                 progress: bool = True, resume: bool = True, width: float = 1.0, imbalance: str | None = None,
-                augment: bool | str | None = None):
+                augment: bool | str | None = None, holdout: int | None = None, optimizer: str | None = None,
+                weight_decay: float | None = None):
     """Train `model` on `dataset` with the budget's recipe; returns (model, history).
 
     quant: a `QATConfig` for PACT quantization-aware training (None = full precision).
@@ -307,7 +317,10 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
     width: ResNet-18's channel multiplier (`build_model`). imbalance: 'weighted_loss' (class-weighted
     cross-entropy, see `class_weighted_loss`), 'sampler' (class-balanced sampling with replacement) or
     None / 'none'; SGT's own cross-entropy is unweighted, so with `sgt` use the sampler.
-    Every other argument (augment too) overrides one field of the recipe (see `qsal_lab.budget.recipe`).
+    holdout: leave this many training images out (`load_dataset(..., holdout=N)`; evaluate choices on split
+    'holdout', never on test). The checkpoint's spec and metrics name the data set actually loaded: with
+    QSAL_STANDIN=1, 'cifar10' trains on the stand-in and every artefact says so (its key and version).
+    Every other argument (augment, optimizer and weight_decay too) overrides one field of the recipe (see `qsal_lab.budget.recipe`).
     """
     from .budget import current_budget, recipe
     from .data import dataset_info, load_dataset
@@ -315,8 +328,9 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
 
     budget = current_budget(budget)
     r = recipe(model, budget, epochs=epochs, lr=lr, batch_size=batch_size,
-               train_subset=train_subset, test_subset=test_subset, augment=augment)
-    info = dataset_info(dataset)
+               train_subset=train_subset, test_subset=test_subset, augment=augment, optimizer=optimizer,
+               weight_decay=weight_decay)
+    info = dataset_info(dataset)  # checked before anything loads; replaced below by what was loaded
     imbalance = imbalance or "none"
     if imbalance not in IMBALANCE:
         raise ValueError(f"unknown imbalance handling {imbalance!r}; choose one of: {', '.join(IMBALANCE)}")
@@ -332,10 +346,14 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
         if info.task == "multi-label":
             raise ValueError(f"saliency-guided training needs one class per image; {info.display_name} is multi-label")
     seed_everything(seed)
-    train_ds = load_dataset(dataset, "train", root=root, subset=r.train_subset, seed=seed, augment=r.augment)
+    train_ds = load_dataset(dataset, "train", root=root, subset=r.train_subset, seed=seed, augment=r.augment,
+                            holdout=holdout)
     test_ds = load_dataset(dataset, "test", root=root, subset=r.test_subset, seed=seed)
+    info = train_ds.info  # the data actually loaded (the stand-in's name and version when it stood in)
     spec = {"model": model, "num_classes": info.num_classes, "in_channels": info.in_channels,
-            "image_size": info.image_size, "dataset": info.name}
+            "image_size": info.image_size, "dataset": info.name, "dataset_name": info.display_name}
+    if info.standin:
+        spec["standin"], spec["dataset_version"] = True, info.version
     if width != 1:
         spec["width"] = width
     net = build_model(model, info.num_classes, info.in_channels, info.image_size, width=width)
@@ -372,10 +390,11 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
               "recipe": r.to_dict(), "seed": seed, "quant": spec.get("quant"),
               "sgt": sgt.to_dict() if sgt is not None else None, "imbalance": imbalance,
               "init_from": str(init_from) if init_from else None, "train_size": len(train_ds),
-              "test_size": len(test_ds)}
+              "test_size": len(test_ds), "dataset_requested": dataset, "standin": info.standin,
+              "dataset_version": info.version, "holdout": holdout}
     history = fit(net, train_ds, test_ds, epochs=r.epochs, lr=r.lr, batch_size=r.batch_size,
                   optimizer=r.optimizer, weight_decay=r.weight_decay, seed=seed, device=device,
                   alpha_lr_scale=quant.alpha_lr_scale if quant is not None else 1.0,
                   loss_fn=loss_fn, step_fn=step_fn, log_fn=log_fn, out=out, model_spec=spec, config=config,
-                  resume=resume, progress=progress, sample_weights=sample_weights)
+                  resume=resume, progress=progress, sample_weights=sample_weights, schedule=r.schedule)
     return net, history

@@ -21,6 +21,6 @@ def test_recipes():
     assert recipe("smallcnn", "book").train_subset is None  # the book trains on all of MNIST
     assert recipe("smallcnn", "ci").train_subset <= 5000
     assert recipe("smallcnn", "ci", epochs=5).epochs == 5
-    assert recipe("resnet20", "full").epochs == 160
+    assert recipe("resnet20", "full").epochs == 200 and recipe("resnet20", "full").schedule == "cosine"
     with pytest.raises(ValueError, match="no recipe for model 'vgg'"):
         recipe("vgg")

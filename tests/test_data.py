@@ -2,6 +2,7 @@ import os
 import shutil
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
 
@@ -101,9 +102,10 @@ def test_cifar10_never_falls_back_to_the_standin_silently(tmp_path, monkeypatch)
 
 def test_standin_is_labelled_deterministic_and_balanced(monkeypatch):
     monkeypatch.setenv("QSAL_STANDIN", "1")
-    with pytest.warns(UserWarning, match="STAND-IN"):
+    with pytest.warns(UserWarning, match="STAND-IN.*CIFAR-10 stand-in \\(synthetic\\) v2"):
         ds = load_dataset("cifar10", "test", subset=2000)
-    assert "stand-in" in ds.name and ds.info.standin
+    assert "CIFAR-10 stand-in (synthetic)" in ds.name and ds.info.standin and ds.info.version == data.STANDIN_VERSION
+    assert ds.info.name == "cifar10-standin-v2" and ds.info.class_names == data.STANDIN_SHAPES
     assert ds[0][0].shape == (3, 32, 32)
     assert ds.labels.bincount().tolist() == [200] * 10
     with pytest.warns(UserWarning):
@@ -116,6 +118,102 @@ def test_standin_is_labelled_deterministic_and_balanced(monkeypatch):
     centres = torch.stack([fit_x[fit_y == c].mean(0) for c in range(10)])
     acc = (torch.cdist(val_x, centres).argmin(1) == val_y).float().mean().item()
     assert acc < 0.16
+
+
+def test_standin_versions_and_names():
+    assert data.dataset_info("cifar10-standin").name == f"cifar10-standin-{data.STANDIN_VERSION}"
+    assert data.dataset_info("standin-v1").display_name == "CIFAR-10 stand-in (synthetic) v1"
+    assert data.dataset_info("CIFAR10_STANDIN_V2").version == "v2"
+    with pytest.raises(DataError, match="unknown CIFAR-10 stand-in version 'v9'.*v1, v2"):
+        data.dataset_info("cifar10-standin-v9")
+    # the first images do not depend on how many are made, and generated arrays cannot be written to
+    small, labels = data.make_standin("test", 1500)
+    big, _ = data.make_standin("test", 3000)
+    assert np.array_equal(small, big[:1500]) and not small.flags.writeable
+    with pytest.warns(UserWarning, match="STAND-IN"):
+        v1 = load_dataset("cifar10-standin-v1", "test", subset=100)
+    v1_images, _ = data.make_standin("test", 100, version="v1")
+    assert v1.info.version == "v1" and v1.name.endswith("v1") and not np.array_equal(v1_images[:10], small[:10])
+
+
+def test_standin_v2_is_not_linearly_separable_from_raw_pixels():
+    """Difficulty bound: a logistic regression on the raw pixels of 3000 training images stays far below what
+    ResNet-20 reaches (the shipped model's band is tested in tests/experiments/test_cifar.py)."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = data.make_standin("train", 3000)
+    xt, yt = data.make_standin("test", 1000)
+    probe = LogisticRegression(max_iter=200, C=0.01).fit(x.reshape(len(x), -1) / 255.0, y)
+    accuracy = probe.score(xt.reshape(len(xt), -1) / 255.0, yt)
+    assert accuracy < 0.25, f"a linear probe reaches {accuracy:.1%} on the stand-in's raw pixels"
+
+
+def test_standin_v2_generation_is_fast_enough():
+    """10 000 images are made in well under the time one ResNet-20 epoch takes (a generous bound: shared CPUs)."""
+    import time
+
+    data._standin_cached.cache_clear()
+    t0 = time.perf_counter()
+    images, labels = data.make_standin_v2("test", 10000)
+    assert images.shape == (10000, 32, 32, 3) and images.dtype == np.uint8 and np.bincount(labels).tolist() == [1000] * 10
+    assert time.perf_counter() - t0 < 20
+
+
+def test_holdout_is_carved_out_of_train_and_fixed(monkeypatch):
+    monkeypatch.setattr(data, "STANDIN_SIZES", {"train": 3000, "test": 1000})
+    data._standin_cached.cache_clear()
+    with pytest.warns(UserWarning):
+        held = load_dataset("cifar10-standin", "holdout", holdout=500)
+        rest = load_dataset("cifar10-standin", "train", holdout=500)
+        rest_sub = load_dataset("cifar10-standin", "train", holdout=500, subset=1000, seed=3)
+    assert len(held) == 500 and len(rest) == 2500 and held.labels.bincount().tolist() == [50] * 10
+    flat = lambda ds: {bytes(x.numpy().tobytes()) for x in ds.images}  # noqa: E731
+    assert not flat(held) & flat(rest) and flat(rest_sub) <= flat(rest) and len(rest_sub) == 1000
+    with pytest.raises(DataError, match="say how many images with holdout=N"):
+        load_dataset("cifar10-standin", "holdout")
+    with pytest.raises(DataError, match="removes images from the training split only"):
+        load_dataset("cifar10-standin", "test", holdout=10)
+    with pytest.raises(DataError, match="holdout must be a positive number"):
+        load_dataset("cifar10-standin", "train", holdout=0)
+    data._standin_cached.cache_clear()
+
+
+def test_offline_cifar10_download_failure_names_the_standin(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.delenv("QSAL_STANDIN", raising=False)
+
+    def offline(self):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", offline)
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar10", root=tmp_path, download=True)
+    msg = str(e.value)
+    assert "could not be downloaded (OSError: network is unreachable)" in msg and "c99cafc152244af753f735de768cd75f" in msg
+    assert "QSAL_STANDIN=1" in msg and "cifar-10-python.tar.gz" in msg
+
+
+def test_a_fixture_in_cifar10_layout_loads_as_real_cifar10(tmp_path, monkeypatch):
+    from tests.fixtures.cifar10 import PER_BATCH, synthetic_cifar10
+
+    monkeypatch.delenv("QSAL_STANDIN", raising=False)
+    root = synthetic_cifar10(monkeypatch, tmp_path)
+    train, test = load_dataset("cifar10", "train", root=root), load_dataset("cifar10", "test", root=root)
+    assert len(train) == 5 * PER_BATCH and len(test) == PER_BATCH
+    assert train.info.name == "cifar10" and train.name == "CIFAR-10" and not train.info.standin
+    x, y = train[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert train.labels.bincount().tolist() == [25] * 10
+    assert set(data.check_files("cifar10", root).values()) == {"ok"}
+
+
+def test_the_cifar10_fixture_fails_the_official_md5(tmp_path, monkeypatch):
+    from tests.fixtures.cifar10 import write_synthetic_cifar10
+
+    monkeypatch.delenv("QSAL_STANDIN", raising=False)
+    write_synthetic_cifar10(tmp_path)
+    with pytest.raises(DataError, match="'cifar10' has corrupt files: .*data_batch_1.*expected md5 c99cafc1"):
+        load_dataset("cifar10", "train", root=tmp_path)
 
 
 def test_stratified_indices_keep_proportions():

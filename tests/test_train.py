@@ -238,3 +238,71 @@ def test_train_model_rejects_bad_imbalance_options(tmp_path):
         train_model("pneumoniamnist", "resnet18", imbalance="oversample")
     with pytest.raises(ValueError, match="does not reach saliency-guided training's own cross-entropy; use imbalance='sampler'"):
         train_model("pneumoniamnist", "resnet18", imbalance="weighted_loss", sgt=SGTConfig())
+
+
+# ----------------------------------------------------------------------------- the data a run actually loaded
+
+@pytest.fixture
+def small_standin(monkeypatch):
+    """The stand-in at 600 training images (not 20 000), for the duration of a test."""
+    from qsal_lab import data
+
+    monkeypatch.setattr(data, "STANDIN_SIZES", {"train": 600, "test": 300})
+    data._standin_cached.cache_clear()
+    yield data.dataset_info("cifar10-standin")
+    data._standin_cached.cache_clear()
+
+
+def test_a_standin_run_says_so_in_every_artefact(small_standin, tmp_path, monkeypatch, capsys):
+    """QSAL_STANDIN=1 qsal train --dataset cifar10 ...: metrics, spec, qsal eval, ONNX export and the Pi bundle all
+    name the stand-in (key and version), not CIFAR-10."""
+    from qsal_lab.cli import main
+    from qsal_lab.edge.deploy import build_bundle
+    from qsal_lab.quant import OnnxClassifier
+
+    monkeypatch.setenv("QSAL_STANDIN", "1")
+    info, out = small_standin, tmp_path / "c"
+    with pytest.warns(UserWarning, match="STAND-IN"):
+        assert main(["train", "--dataset", "cifar10", "--model", "resnet20", "--budget", "ci", "--train-subset", "200",
+                     "--test-subset", "100", "--out", str(out)]) in (0, None)
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert config["dataset"] == info.name == "cifar10-standin-v2" and config["dataset_name"] == info.display_name
+    assert config["standin"] and config["dataset_version"] == "v2" and config["dataset_requested"] == "cifar10"
+    _, ckpt = load_checkpoint(out)
+    assert ckpt["model_spec"]["dataset"] == info.name and ckpt["model_spec"]["dataset_name"] == info.display_name
+    capsys.readouterr()
+    monkeypatch.delenv("QSAL_STANDIN")  # the checkpoint alone says which data it needs
+    with pytest.warns(UserWarning, match="STAND-IN"):
+        main(["eval", "--checkpoint", str(out), "--json", "--subset", "100"])
+    shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert shown["dataset"] == info.display_name and shown["dataset_key"] == info.name and shown["standin"]
+    main(["export", "--checkpoint", str(out), "--out", str(tmp_path / "c.onnx")])  # reads no data
+    assert OnnxClassifier(tmp_path / "c.onnx").metadata["dataset"] == info.name
+    with pytest.warns(UserWarning, match="STAND-IN"):
+        bundle = build_bundle(out, tmp_path / "bundle", calib=32, samples=2)
+    assert json.loads((bundle / "labels.json").read_text())["dataset"] == info.display_name
+    assert OnnxClassifier(bundle / "model_int8.onnx").metadata["dataset_display_name"] == info.display_name
+
+
+def test_a_real_cifar10_run_is_named_cifar10(tmp_path, monkeypatch):
+    """The real-data path on a fixture in CIFAR-10's on-disk format (tests/fixtures/cifar10.py): never data."""
+    from tests.fixtures.cifar10 import synthetic_cifar10
+
+    from qsal_lab.train import train_model
+
+    monkeypatch.delenv("QSAL_STANDIN", raising=False)
+    root = synthetic_cifar10(monkeypatch, tmp_path / "data")
+    model, history = train_model("cifar10", "resnet20", budget="ci", root=str(root), out=tmp_path / "run",
+                                 holdout=50, progress=False)
+    config = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]
+    assert config["dataset"] == "cifar10" and config["dataset_name"] == "CIFAR-10" and not config["standin"]
+    assert config["train_size"] == 200 and config["holdout"] == 50 and config["recipe"]["schedule"] == "onecycle"
+    assert load_checkpoint(tmp_path / "run")[1]["model_spec"]["dataset"] == "cifar10"
+
+
+def test_cosine_schedule_decays_from_the_peak(tiny):
+    model = build_model("smallcnn")
+    history = fit(model, *tiny, epochs=2, lr=1e-3, progress=False, schedule="cosine", batch_size=64)
+    assert history["lr"][-1] < 1e-6 and history["lr"][0] == pytest.approx(5e-4, rel=0.05)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        fit(build_model("smallcnn"), *tiny, epochs=1, lr=1e-3, progress=False, schedule="step")

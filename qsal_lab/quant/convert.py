@@ -3,7 +3,8 @@
 Every nn.Conv2d / nn.Linear becomes a QuantConv2d / QuantLinear that keeps the trained weight
 (the very same Parameter, so an existing optimizer still sees it) and quantizes it in forward;
 every nn.ReLU becomes a PACT activation. As in the PACT paper, the first and the last weight
-layer (in module order) keep 8-bit weights: they are small and the most sensitive.
+layer (in module order) keep 8-bit weights: they are small and the most sensitive. Any layer may
+get its own bit width by name (`layer_bits`, for mixed precision), which wins over both rules.
 
 The same two layer classes serve post-training quantization (ptq.py): there they also carry an
 input activation quantizer, and a layer restored from a packed file (packing.py) holds its
@@ -11,7 +12,7 @@ already-quantized weight (`prequantized=True`) instead of re-quantizing it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -32,7 +33,10 @@ class QATConfig:
     channel when per_channel). alpha_l2: lambda for the PACT alpha penalty; the training loop adds
     alpha_l2 * pact_alpha_l2(model) to the loss. alpha_lr_scale: the alphas' learning rate relative
     to the weights' (AdamW moves each parameter about one learning rate per step, so a clipping level
-    of order 1-10 barely moves in a short fine-tuning unless it learns faster).
+    of order 1-10 barely moves in a short fine-tuning unless it learns faster). layer_bits: per-layer
+    bit widths by module name, e.g. {"layers.2.0.conv1": 2} (that conv's weights) or {"layers.2.0.relu1": 2}
+    (that activation); they win over w_bits, a_bits and first_last_bits. quantize_model checks the names
+    against the model and lists the valid ones.
     """
 
     w_bits: int = 4
@@ -43,6 +47,7 @@ class QATConfig:
     alpha_l2: float = 2e-4
     alpha_lr_scale: float = 1.0
     per_channel: bool = True
+    layer_bits: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.validate()
@@ -50,6 +55,7 @@ class QATConfig:
     def validate(self):
         for name in ("w_bits", "a_bits", "first_last_bits"):
             validate_bits(getattr(self, name), f"QATConfig.{name}")
+        self.layer_bits = check_layer_bits_values(self.layer_bits, "QATConfig")
         check_weight_quant(self.weight_quant)
         if not float(self.pact_alpha) > 0:
             raise ValueError(f"QATConfig.pact_alpha must be > 0 (PACT's initial clipping level), got {self.pact_alpha!r}")
@@ -57,6 +63,43 @@ class QATConfig:
             raise ValueError(f"QATConfig.alpha_l2 must be >= 0, got {self.alpha_l2!r}")
         if not float(self.alpha_lr_scale) > 0:
             raise ValueError(f"QATConfig.alpha_lr_scale must be > 0, got {self.alpha_lr_scale!r}")
+
+
+def check_layer_bits_values(layer_bits, owner: str, pairs: bool = False) -> dict:
+    """layer_bits as a plain {name: bits} dict with valid bit widths (pairs: bits may be (w_bits, a_bits))."""
+    if layer_bits is None:
+        return {}
+    if not isinstance(layer_bits, dict) or not all(isinstance(k, str) for k in layer_bits):
+        raise TypeError(f"{owner}.layer_bits maps layer names to bit widths, e.g. {{'layers.2.0.conv1': 2}}; "
+                        f"got {layer_bits!r}")
+    out = {}
+    for name, bits in layer_bits.items():
+        if pairs and isinstance(bits, (tuple, list)):
+            if len(bits) != 2:
+                raise ValueError(f"{owner}.layer_bits[{name!r}] must be bits or (w_bits, a_bits), got {bits!r}")
+            out[name] = (validate_bits(bits[0], f"{owner}.layer_bits[{name!r}] w_bits"),
+                         validate_bits(bits[1], f"{owner}.layer_bits[{name!r}] a_bits"))
+        else:
+            out[name] = validate_bits(bits, f"{owner}.layer_bits[{name!r}]")
+    return out
+
+
+def check_layer_names(layer_bits: dict, valid: list[str], owner: str):
+    """Raise a ValueError naming every unknown layer in layer_bits and listing the valid names."""
+    unknown = [n for n in layer_bits if n not in valid]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{owner}.layer_bits names no layer of this model: {', '.join(map(repr, unknown))}{hint}; "
+                         f"valid names: {', '.join(valid)}")
+
+
+def layer_names(model: nn.Module) -> dict[str, list[str]]:
+    """The names layer_bits may use: {'weights': every Conv2d/Linear, 'activations': every ReLU (or PACT)}."""
+    return {"weights": [n for n, _ in weight_layers(model)],
+            "activations": [n for n, m in model.named_modules() if isinstance(m, (nn.ReLU, PACT))]}
 
 
 def check_weight_quant(name):
@@ -205,15 +248,17 @@ def quantize_model(model: nn.Module, config: QATConfig | None = None) -> nn.Modu
     layers = weight_layers(model)
     if not layers:
         raise ValueError("quantize_model found no nn.Conv2d or nn.Linear layer to quantize")
+    names = layer_names(model)
+    check_layer_names(config.layer_bits, names["weights"] + names["activations"], "QATConfig")
     edges = {layers[0][0], layers[-1][0]}
     for name, layer in layers:
-        bits = config.first_last_bits if name in edges else config.w_bits
+        bits = config.layer_bits.get(name, config.first_last_bits if name in edges else config.w_bits)
         replace_module(model, name, quant_layer_from_float(layer, w_bits=bits, weight_quant=config.weight_quant,
                                                            per_channel=config.per_channel))
     device = _model_device(model)
     for name, m in list(model.named_modules()):
         if isinstance(m, nn.ReLU):
-            replace_module(model, name, PACT(config.a_bits, config.pact_alpha).to(device))
+            replace_module(model, name, PACT(config.layer_bits.get(name, config.a_bits), config.pact_alpha).to(device))
     model.qsal_config = config
     return model
 

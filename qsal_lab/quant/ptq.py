@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 import torch.fx
 from tqdm.auto import tqdm
 
-from .convert import check_float_model, quant_layer_from_float, replace_module, weight_layers
+from .convert import (check_float_model, check_layer_bits_values, check_layer_names, quant_layer_from_float,
+                      replace_module, weight_layers)
 from .primitives import FLOAT_BITS, calc_qparams, fake_quantize, qrange, validate_bits
 
 
@@ -231,13 +232,18 @@ class ActQuantizer(nn.Module):
 
 @dataclass
 class PTQConfig:
-    """Post-training quantization settings (bits: 2..8, or 32 = leave in float)."""
+    """Post-training quantization settings (bits: 2..8, or 32 = leave in float).
+
+    layer_bits: per-layer bit widths by weight-layer name, {"layers.2.0.conv1": 2} (that layer's weights and its
+    input activation) or {"layers.2.0.conv1": (2, 8)} (w_bits, a_bits); they win over the other fields. With
+    w_bits = a_bits = first_last_bits = 32 and one entry, only that layer is quantized (a sensitivity scan)."""
 
     w_bits: int = 8
     a_bits: int = 8
     observer: str = "minmax"
     first_last_bits: int = 8
     per_channel: bool = True
+    layer_bits: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.validate()
@@ -245,6 +251,7 @@ class PTQConfig:
     def validate(self):
         for name in ("w_bits", "a_bits", "first_last_bits"):
             validate_bits(getattr(self, name), f"PTQConfig.{name}")
+        self.layer_bits = check_layer_bits_values(self.layer_bits, "PTQConfig", pairs=True)
         if self.observer not in OBSERVERS:
             raise ValueError(f"unknown observer {self.observer!r}; choose one of: {', '.join(OBSERVERS)}")
 
@@ -258,10 +265,14 @@ def prepare_ptq(model: nn.Module, config: PTQConfig) -> nn.Module:
     layers = weight_layers(model)
     if not layers:
         raise ValueError("ptq_model found no nn.Conv2d or nn.Linear layer to quantize")
+    check_layer_names(config.layer_bits, [n for n, _ in layers], "PTQConfig")
     edges = {layers[0][0], layers[-1][0]}
     device = next(model.parameters()).device
     for name, layer in layers:
         w_bits, a_bits = (config.first_last_bits,) * 2 if name in edges else (config.w_bits, config.a_bits)
+        if name in config.layer_bits:
+            bits = config.layer_bits[name]
+            w_bits, a_bits = bits if isinstance(bits, tuple) else (bits, bits)
         act = ActQuantizer(a_bits, config.observer).to(device)
         replace_module(model, name, quant_layer_from_float(layer, w_bits=w_bits, weight_quant="symmetric",
                                                            per_channel=config.per_channel, input_quant=act))

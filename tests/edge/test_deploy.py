@@ -78,7 +78,8 @@ def test_a_standin_model_says_so_in_the_bundle(tmp_path, monkeypatch):
     torch.save({"model": model.state_dict(), "model_spec": spec}, tmp_path / "checkpoint.pt")
     with pytest.warns(UserWarning, match="STAND-IN"):
         out = build_bundle(tmp_path / "checkpoint.pt", tmp_path / "bundle", calib=64, samples=2)
-    name = "CIFAR-10 stand-in (synthetic)"
+    name = data.dataset_info("cifar10-standin").display_name  # the current version's: "... (synthetic) v2"
+    assert name.startswith("CIFAR-10 stand-in (synthetic)")
     assert json.loads((out / "labels.json").read_text())["dataset"] == name
     spec = json.loads((out / "preprocess.json").read_text())
     assert spec["dataset_display_name"] == name and spec["standin"] and spec["channels"] == 3 and spec["height"] == 32
