@@ -298,16 +298,14 @@ def _content(nb):
 
 
 def _replace_launch_cell(nb, kind, cell, position):
-    """Take out the launch cell of that kind and put cell at position(nb) instead (keeping the old
-    cell's id, so a rerun changes nothing); True if the notebook's content changed."""
-    before = copy.deepcopy(_content(nb))
+    """Take out the launch cell of that kind and put cell at position(nb) instead, with a fixed id
+    (so that reruns and make-exercises write the same file); True if the notebook changed."""
+    before = copy.deepcopy([*_content(nb), [c.get("id") for c in nb.cells]])
     cell.metadata["qsal"] = {LAUNCH_KEY: kind}
-    old = [c for c in nb.cells if c.metadata.get("qsal", {}).get(LAUNCH_KEY) == kind]
+    cell["id"] = f"qsal-launch-{kind}"
     nb.cells = [c for c in nb.cells if c.metadata.get("qsal", {}).get(LAUNCH_KEY) != kind]
-    if old and old[0].get("id"):
-        cell["id"] = old[0]["id"]
     nb.cells.insert(position(nb), cell)
-    return _content(nb) != before
+    return [*_content(nb), [c.get("id") for c in nb.cells]] != before
 
 
 def set_install_cell(nb, setting):
