@@ -41,6 +41,8 @@ def test_report_reads_the_build_and_says_what_was_not_recorded(build, tmp_path):
     assert report["browser"] is None
     markdown = book_report.to_markdown(report)
     assert "| book/02_quantization_basics | 19.5 | FAILED |" in markdown and "this build ran at `ci`" in markdown
+    (build / "book_time.json").write_text(json.dumps({"seconds": 600, "budget": "ci"}))
+    assert book_report.make_report(build)["book_build"]["verdict"] == "no target at the ci budget"
 
 
 def test_report_takes_timings_and_the_browser_counts(build, tmp_path):
