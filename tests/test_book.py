@@ -71,7 +71,10 @@ def test_chapter_installs_qsal_lab_and_badges_its_exercise(path):
     assert (ROOT / exercise).is_file(), f"{path.name} links {exercise}, which does not exist"
     assert f"[![Open in Colab]({nbtools.BADGE_IMAGE})](" in badge.source and exercise in badge.source
     assert (ROOT / "book" / nbtools.BADGE_IMAGE).is_file()
-    assert nbtools.launch_cells([path, ROOT / exercise], check=True) == [], rerun
+    # the solution carries the same install cell, and the exercise inherits it (make exercises)
+    solution = ROOT / "solutions" / path.name
+    assert solution.is_file(), f"{path.name}: no solution {solution.relative_to(ROOT)}"
+    assert nbtools.launch_cells([path, solution, ROOT / exercise], check=True) == [], rerun + " on it and its solution"
 
 
 def test_launch_cells_take_the_address_from_one_setting(tmp_path):

@@ -18,7 +18,7 @@ Conventions (the tests in tests/test_notebooks.py rely on them):
   whose `Name: message` contains <text>; in the solution it must pass.
 * Every chapter's first code cell installs qsal_lab where it is missing (Colab), and a
   markdown cell after its "## Try it yourself" section links the chapter's exercise with a
-  Colab badge; exercises get the same install cell from make-exercises. Both come from
+  Colab badge; solutions get the same install cell, and exercises inherit it. Both come from
   `launch-cells` and carry the metadata "qsal": {"launch": "install" | "badge"}; the
   repository's address in them comes from one setting, _config.yml's `repository:` (empty in
   the committed file; the publishing workflow writes it, then runs `launch-cells`).
@@ -98,7 +98,6 @@ def make_exercise(solution_nb, where="notebook"):
         raise ValueError("\n".join(problems))
     nb = copy.deepcopy(solution_nb)
     nb.metadata.pop("widgets", None)  # widget state is output too
-    set_install_cell(nb, launch_setting())  # learners open exercises in Colab too
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             cell.source = exercise_source(cell.source, where=f"{where}, cell {i}")
@@ -340,16 +339,17 @@ def toc_chapters(toc=ROOT / "_toc.yml"):
 def launch_cells(paths, config=CONFIG, check=False):
     """Apply (or, with check, only look for) the launch cells; the paths that needed a change.
 
-    A notebook under exercises/ gets the install cell; any other gets the install cell and the
-    badge for exercises/<its name>, which must exist.
+    A notebook under solutions/ or exercises/ gets the install cell (an exercise inherits it from its
+    solution through make-exercises, so both keep the same cells); a chapter gets the install cell and
+    the badge for exercises/<its name>, which must exist.
     """
     setting = launch_setting(config)
     changed = []
     for path in map(Path, paths):
         nb = read(path)
-        is_exercise = path.resolve().parent.name == "exercises"
+        is_learner_notebook = path.resolve().parent.name in ("solutions", "exercises")
         did = set_install_cell(nb, setting)
-        if not is_exercise:
+        if not is_learner_notebook:
             exercise = ROOT / "exercises" / path.name
             if not exercise.is_file():
                 raise ValueError(f"{path}: no exercise {exercise.relative_to(ROOT)} to link; write "
@@ -380,7 +380,7 @@ def main(argv=None):
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
     p = sub.add_parser("launch-cells", help="first cell installs qsal_lab where missing; Colab badge for the exercise")
     p.add_argument("notebooks", nargs="*", type=Path,
-                   help="default: every chapter notebook in _toc.yml and exercises/*.ipynb")
+                   help="default: every chapter notebook in _toc.yml, solutions/*.ipynb and exercises/*.ipynb")
     p.add_argument("--config", type=Path, default=CONFIG, help="where the repository's address is (repository.url)")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook needs launch-cells")
     args = parser.parse_args(argv)
@@ -403,7 +403,8 @@ def main(argv=None):
                     write(nb, path)
                     print(f"stripped {path}")
         elif args.command == "launch-cells":
-            paths = args.notebooks or toc_chapters() + sorted((ROOT / "exercises").glob("*.ipynb"))
+            paths = args.notebooks or (toc_chapters() + sorted((ROOT / "solutions").glob("*.ipynb"))
+                                       + sorted((ROOT / "exercises").glob("*.ipynb")))
             changed = launch_cells(paths, config=args.config, check=args.check)
             for path in changed:
                 print(f"{'needs launch cells' if args.check else 'wrote launch cells in'}: {path}")
