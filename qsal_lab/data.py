@@ -533,7 +533,11 @@ def _make_standin_v1(split: str, n: int | None = None) -> tuple[np.ndarray, np.n
 # so the first k images are the same whatever n is, and each chunk holds every class equally often.
 _CHUNK = 1000
 _V2_SEEDS = {"train": 20260, "test": 20261}
-STANDIN_V2_PARAMS = dict(grating=0.35, behind=3, front=1, radius=(5.0, 9.0), rotation=0.5, noise=0.08)
+# Chosen by quick ResNet-20 runs (2 epochs on 10 000 images, 3000 test images): 12 % (at chance) with stronger
+# clutter, smaller objects and more distractors; 75 % with much less; these settings 36 %, so that the book recipe
+# lands clearly below 100 % (the shipped model's figure: qsal_lab/pretrained/cifar10standin_resnet20/metrics.json).
+STANDIN_V2_PARAMS = dict(clutter=0.75, grating=0.2, behind=2, front=1, radius=(6.0, 10.0), rotation=0.45, noise=0.05,
+                         length=(3.0, 9.0), width=(1.0, 2.5), contrast=0.5, second_colour=0.12)
 
 
 def _upsample_matrix(src: int, dst: int = 32) -> np.ndarray:
@@ -578,7 +582,8 @@ def _standin_v2_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.nda
     labels = rng.permutation(np.arange(n) % 10)
     # textured clutter: smooth colour noise (4x4 grid, interpolated) plus a colour grating of random strength
     up = _upsample_matrix(4)
-    img = np.ascontiguousarray((up @ rng.random((n, 3, 4, 4), dtype=np.float32) @ up.T).transpose(0, 2, 3, 1))
+    smooth = up @ rng.random((n, 3, 4, 4), dtype=np.float32) @ up.T
+    img = np.ascontiguousarray((0.5 + p["clutter"] * (smooth - 0.5)).transpose(0, 2, 3, 1))
     theta, freq = uniform(0, np.pi, (n, 1, 1)), uniform(0.3, 1.2, (n, 1, 1))
     grating = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * freq + uniform(0, 2 * np.pi, (n, 1, 1)))
     img += p["grating"] * uniform(0, 1, (n, 1, 1, 1)) * grating[..., None] * uniform(-1, 1, (n, 1, 1, 3))
@@ -589,7 +594,7 @@ def _standin_v2_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.nda
             ang = uniform(0, np.pi, (n, 1, 1))
             du = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
             dv = (yy - cy) * np.cos(ang) - (xx - cx) * np.sin(ang)
-            length, width = uniform(4, 14, (n, 1, 1)), uniform(1, 4, (n, 1, 1))
+            length, width = uniform(*p["length"], (n, 1, 1)), uniform(*p["width"], (n, 1, 1))
             bar = (abs(du) <= length) & (abs(dv) <= width / 2)
             ellipse = (du / (length / 2)) ** 2 + (dv / width) ** 2 <= 1
             drawn = (rng.random((n, 1, 1)) < 0.8) & np.where(rng.random((n, 1, 1)) < 0.5, bar, ellipse)
@@ -607,9 +612,9 @@ def _standin_v2_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.nda
         idx = labels == c
         mask[idx] = _shape_mask(c, u[idx], v[idx])
     fg = uniform(0, 1, (n, 3))
-    near = np.linalg.norm(fg - img.reshape(n, -1, 3).mean(1), axis=1) < 0.35  # keep the object visible
+    near = np.linalg.norm(fg - img.reshape(n, -1, 3).mean(1), axis=1) < p["contrast"]  # keep it visible
     fg[near] = 1 - fg[near]
-    fg2 = np.clip(fg + 0.25 * rng.standard_normal((n, 3), dtype=np.float32), 0, 1)
+    fg2 = np.clip(fg + p["second_colour"] * rng.standard_normal((n, 3), dtype=np.float32), 0, 1)
     fill = rng.integers(0, 3, (n, 1, 1))                                   # solid, striped or checked
     fa = uniform(0, np.pi, (n, 1, 1))
     stripes = np.sin((xx * np.cos(fa) + yy * np.sin(fa)) * 1.4) > 0
@@ -627,10 +632,10 @@ def _standin_v2_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.nda
 
 def make_standin_v2(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The CIFAR-10 stand-in v2: 32x32 RGB images in 10 classes, one object-like shape each (`STANDIN_SHAPES`)
-    among textured clutter (smooth colour noise, a colour grating) and 3-4 distractors (bars, ellipses; one may
-    be drawn over the object), with random brightness, contrast and pixel noise.
+    among textured clutter (smooth colour noise, a colour grating) and up to 3 distractors (bars, ellipses; one may
+    be drawn over the object), with random brightness, contrast and pixel noise (`STANDIN_V2_PARAMS`).
 
-    The class is the object's shape only: its size (radius 5-9 px), place, rotation (+-29 degrees), colour and
+    The class is the object's shape only: its size (radius 6-10 px), place, rotation (+-26 degrees), colour and
     fill (solid, striped, checked) are drawn alike for every class, so the evidence is local (a saliency map has
     an object to find) and neither colour nor position gives the class away (a linear classifier on the raw
     pixels stays near chance: tests/test_data.py). Seeded per split and chunk; train 20 000, test 10 000 images

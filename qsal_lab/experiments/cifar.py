@@ -111,8 +111,8 @@ RECIPES = {
                       float_test_subset=300, latency_repeats=5, latency_rounds=2),
     # book: the shipped checkpoints were trained with these steps (tools/train_pretrained.sh)
     "book": CifarRecipe(test_subset=None, holdout=2000, holdout_subset=1000, calib_images=512,
-                        qat=_steps((4, 10000), (6, 10000), (2, 10000)), mixed=QATStep(4, 1, 3000),
-                        selection=QATStep(4, 1, 4000)),
+                        qat=_steps((3, 10000), (5, 10000), (2, 8000)), mixed=QATStep(4, 1, 3000),
+                        selection=QATStep(4, 1, 3000)),
     "full": CifarRecipe(test_subset=None, holdout=5000, holdout_subset=None, calib_images=1024,
                         qat=_steps((15, None), (30, None), (15, None)), mixed=QATStep(4, 10, None),
                         selection=QATStep(4, 3, None), float_test_subset=None, latency_repeats=100),
@@ -501,7 +501,7 @@ def mixed_precision_rows(float_ckpt, data: CifarData, sensitivity: list[dict], o
         configs += [("uniform W4A4", pact_config(4), {}), ("uniform W2A2", pact_config(2), {})]
     rows = []
     for label, config, layer_bits in configs:
-        run = Path(out) / label.split(" (")[0].replace(" ", "_").replace("/", "") + ("_rev" if "most" in label else "")
+        run = Path(out) / (label.split(" (")[0].replace(" ", "_").replace("/", "") + ("_rev" if "most" in label else ""))
         model, hist = fine_tune(data, float_ckpt, data.recipe.mixed, run, config, None, budget, progress)
         packed = run / "model.qsal"
         file_bytes = save_packed(model.cpu().eval(), packed, build=BUILD)
