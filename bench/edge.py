@@ -82,11 +82,6 @@ def parse_args(argv=None):
     return args
 
 
-def machine(stage: str) -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
-    return {f"loadavg_1min_{stage}": load[0], f"loadavg_5min_{stage}": load[1]}
-
-
 def weights(name: str, dataset: str, checkpoints: dict):
     """(model, source, trained): --checkpoint, else a shipped checkpoint, else seeded untrained weights."""
     from qsal_lab import pretrained
@@ -330,6 +325,7 @@ def main(argv=None):
     import onnxruntime
 
     from qsal_lab.budget import current_budget
+    from qsal_lab.experiments.report import load_average, write_results
 
     budget = current_budget(args.budget)
     work = args.work_dir or ROOT / "runs" / f"bench_edge_{budget}"
@@ -340,7 +336,7 @@ def main(argv=None):
                           "python": sys.version.split()[0], "torch": torch.__version__,
                           "onnxruntime": onnxruntime.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
                           "nice": os.nice(0) if hasattr(os, "nice") else None,
-                          **machine("start")}}
+                          **load_average("start")}}
     models = {}
     for name in args.models:
         print(f"[bench] {MODELS[name][1]}: export, quantize, time eager / ORT fp32 / ORT int8", flush=True)
@@ -358,15 +354,13 @@ def main(argv=None):
     args.results.mkdir(parents=True, exist_ok=True)
     figure = pareto_figure(result["models"], args.results / "edge_pareto.png")
     result["pareto_figure"] = str(figure) if figure else None
-    result["machine"].update(machine("end"))
+    result["machine"].update(load_average("end"))
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds_total"] = time.perf_counter() - t0
 
-    (args.results / "edge.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = markdown(result)
-    (args.results / "edge.md").write_text(md)
     print(md)
-    print(f"[bench] wrote {args.results / 'edge.json'} and {args.results / 'edge.md'}")
+    write_results(args.results, "edge", result, md)
     return 0
 
 

@@ -16,7 +16,6 @@ asserted (latency depends on the machine and its load, which is recorded).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -176,6 +175,7 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     from qsal_lab.budget import current_budget
+    from qsal_lab.experiments.report import write_results
     from qsal_lab.experiments.medical import (aggregate, medical_recipe, plot_pareto, plot_reliability_diagrams,
                                               public_rows, run_study)
 
@@ -214,10 +214,8 @@ def main(argv=None):
     result["seconds_total"] = time.perf_counter() - t0
     md = markdown({**result, "studies": [{**s, "rows": s["rows"]} for s in studies]})
     from qsal_lab.experiments.medical import _jsonable
-    (args.results / "medical.json").write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
-    (args.results / "medical.md").write_text(md)
     print(md)
-    print(f"[bench] wrote {args.results / 'medical.json'} and {args.results / 'medical.md'}")
+    write_results(args.results, "medical", result, md, default=_jsonable)
     return 0
 
 

@@ -22,7 +22,6 @@ numbers depend on the machine and its load (which is recorded next to them).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -71,11 +70,6 @@ def parse_args(argv=None):
     if args.fp_checkpoint is not None and not args.fp_checkpoint.exists():
         p.error(f"--fp-checkpoint {args.fp_checkpoint} does not exist; omit it to train the float model in the run")
     return args
-
-
-def machine(stage: str) -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
-    return {f"loadavg_1min_{stage}": load[0], f"loadavg_5min_{stage}": load[1]}
 
 
 def train_or_load_fp(args, budget, work, progress):
@@ -168,6 +162,7 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     from qsal_lab.budget import current_budget, pick
+    from qsal_lab.experiments.report import load_average, write_results
     from qsal_lab.experiments.pact_sweep import bit_sweep, find_row, mnist_loaders, onnx_rows
 
     budget = current_budget(args.budget)
@@ -178,7 +173,7 @@ def main(argv=None):
     result = {"benchmark": "quant_mnist", "budget": budget, "started": started.isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                           "torch": torch.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                          **machine("start")}}
+                          **load_average("start")}}
 
     print(f"[bench] budget {budget}: FP32 model", flush=True)
     fp_ckpt, fp_model, fp_epoch_s = train_or_load_fp(args, budget, work, progress)
@@ -212,16 +207,13 @@ def main(argv=None):
         "packed_w4_vs_fp32": find_row(rows, "PACT QAT", 4)["file_vs_fp32"],
         "qat_vs_fp_epoch_time": result["timing"]["ratio"],
     })
-    result["machine"].update(machine("end"))
+    result["machine"].update(load_average("end"))
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds_total"] = time.perf_counter() - t0
 
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "quant_mnist.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     md = markdown(result)
-    (args.results / "quant_mnist.md").write_text(md)
     print(md)
-    print(f"[bench] wrote {args.results / 'quant_mnist.json'} and {args.results / 'quant_mnist.md'}")
+    write_results(args.results, "quant_mnist", result, md)
     return 0
 
 

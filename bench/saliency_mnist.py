@@ -17,7 +17,6 @@ load recorded next to the timings. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -177,6 +176,7 @@ def main(argv=None):
     args = parse_args(argv)
     from qsal_lab.budget import current_budget, pick
     from qsal_lab.experiments.pact_sweep import mnist_loaders
+    from qsal_lab.experiments.report import write_results
     from qsal_lab.experiments.saliency_sweep import load_shipped, saliency_images, saliency_rows
 
     budget = current_budget(args.budget)
@@ -205,9 +205,7 @@ def main(argv=None):
     result["machine"]["end"] = load()
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds_total"] = time.perf_counter() - t0
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "saliency_mnist.json").write_text(json.dumps(result, indent=2, default=float))
-    (args.results / "saliency_mnist.md").write_text(markdown(result))
+    write_results(args.results, "saliency_mnist", result, markdown(result), default=float)
     for tg in result["targets"]:
         print(f"  {tg['figure']}: {tg['value']:.3f} (target {tg['target']}) {'met' if tg['met'] else 'MISSED'}")
     print(f"[bench] wrote {args.results / 'saliency_mnist.json'} and .md in {result['seconds_total']:.0f} s")

@@ -6,5 +6,6 @@ calls the driver and shows its results; `bench/<study>.py` calls the same driver
 them to bench/results/ with the targets marked met or missed.
 
     pact_sweep   chapter 4 + bench/quant_mnist.py: PACT QAT against PTQ at W/A = 8, 4, 3, 2 bits
-    report       one convention for "points against float": drop = float - quantized, said in words
+    report       one convention for "points against float": drop = float - quantized, said in words;
+                 what every benchmark records (load average) and writes (JSON + Markdown)
 """

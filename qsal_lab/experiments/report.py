@@ -17,3 +17,29 @@ def describe_drop(drop: float, digits: int = 2, reference: str = "float") -> str
     if round(drop, digits) == 0:
         return f"same as {reference}"
     return f"{abs(drop):.{digits}f} pt {'below' if drop > 0 else 'above'} {reference}"
+
+
+# --- what every benchmark (bench/*.py) records and writes -------------------------------------------
+
+def load_average(stage: str) -> dict:
+    """The machine's 1- and 5-minute load averages, keyed by stage ('start', 'end'): a benchmark records
+    them beside its timings, which a shared machine slows down."""
+    import os
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
+    return {f"loadavg_1min_{stage}": load[0], f"loadavg_5min_{stage}": load[1]}
+
+
+def write_results(results_dir, name: str, result: dict, markdown: str, default=str):
+    """Write a benchmark's `<name>.json` and `<name>.md` (atomically: a run killed halfway leaves the last
+    complete report) and say where. `default` turns what json cannot write (paths, numpy numbers) into text."""
+    import json
+    from pathlib import Path
+
+    from ..files import atomic_write_text
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(result, indent=2, default=default) + "\n", results_dir / f"{name}.json")
+    atomic_write_text(markdown, results_dir / f"{name}.md")
+    print(f"[bench] wrote {results_dir / (name + '.json')} and {results_dir / (name + '.md')}")

@@ -12,3 +12,18 @@ def test_drop_is_float_minus_quantized_in_points():
                                          (0.001, "same as float"), (1.5, "1.50 pt below float")])
 def test_describe_drop_says_below_or_above(drop, words):
     assert describe_drop(drop) == words
+
+
+def test_write_results_writes_json_and_markdown_and_says_where(tmp_path, capsys):
+    import json
+    from pathlib import Path
+
+    from qsal_lab.experiments.report import load_average, write_results
+
+    result = {"figure": 1.5, "path": Path("a/b"), **load_average("start")}
+    write_results(tmp_path / "results", "demo", result, "# Demo\n")
+    assert json.loads((tmp_path / "results" / "demo.json").read_text())["path"] == "a/b"  # default=str
+    assert (tmp_path / "results" / "demo.md").read_text() == "# Demo\n"
+    assert "demo.json" in capsys.readouterr().out
+    assert set(load_average("end")) == {"loadavg_1min_end", "loadavg_5min_end"}
+    assert not list((tmp_path / "results").glob("*.tmp*"))  # atomic: no temporary file left
