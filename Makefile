@@ -27,13 +27,21 @@ $(INSTALLED): pyproject.toml | $(PY)
 
 # MPLBACKEND is dropped so that the notebooks' figures render inline (ipykernel only picks
 # its inline backend when MPLBACKEND is unset).
+# Both targets record their wall-clock time (_build/book_time.json, _build/test_time.json) for
+# tools/book_report.py, which reports them against the 20- and 35-minute budgets.
 book: $(INSTALLED)
-	env -u MPLBACKEND QSAL_BUDGET=$(BOOK_BUDGET) $(VENV)/bin/jupyter-book build . -W -n --keep-going
-	@echo "The book is in $(CURDIR)/_build/html: open $(CURDIR)/_build/html/index.html"
+	@mkdir -p _build; start=$$(date +%s); \
+	env -u MPLBACKEND QSAL_BUDGET=$(BOOK_BUDGET) $(VENV)/bin/jupyter-book build . -W -n --keep-going; status=$$?; \
+	echo "{\"budget\": \"$(BOOK_BUDGET)\", \"seconds\": $$(( $$(date +%s) - start )), \"status\": $$status}" > _build/book_time.json; \
+	if [ $$status -eq 0 ]; then echo "The book is in $(CURDIR)/_build/html: open $(CURDIR)/_build/html/index.html"; fi; \
+	exit $$status
 
 # One pytest run: library tests, the notebooks under nbval, the exercises and the book build.
 test: $(INSTALLED)
-	QSAL_BUDGET=$(TEST_BUDGET) $(PY) -m pytest tests -ra --durations=15 $(PYTEST_ARGS)
+	@mkdir -p _build; start=$$(date +%s); \
+	QSAL_BUDGET=$(TEST_BUDGET) $(PY) -m pytest tests -ra --durations=15 $(PYTEST_ARGS); status=$$?; \
+	echo "{\"budget\": \"$(TEST_BUDGET)\", \"seconds\": $$(( $$(date +%s) - start )), \"status\": $$status}" > _build/test_time.json; \
+	exit $$status
 
 exercises: $(INSTALLED)
 	$(PY) tools/nbtools.py make-exercises
