@@ -12,6 +12,15 @@ def cmd_data(args):
     from .data import STANDIN_VERSION, available_datasets, check_files, default_root
 
     root = Path(args.root) if args.root else default_root()
+    if args.download:
+        # Before a workshop without network: fetch every split through the official loaders (MD5-checked),
+        # then copy the folder to the learners' machines and point QSAL_DATA at it.
+        from .data import dataset_info, load_dataset
+
+        for name in args.download:
+            for split in dataset_info(name).splits:
+                load_dataset(name, split, root=root, download=True, standin=False)
+                print(f"  {name} {split}: ready under {root}")
     print(f"data root: {root}" + ("" if args.root or os.environ.get("QSAL_DATA") else " (set QSAL_DATA to change)"))
     for name in available_datasets():
         status = check_files(name, root)
@@ -341,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="which datasets are present under the data root, and whether checksums match")
     d.add_argument("--root", help="data root (default: $QSAL_DATA or the per-user cache)")
+    d.add_argument("--download", nargs="+", metavar="NAME", default=[],
+                   help="download these datasets (every split, MD5-checked) before listing, e.g. "
+                        "`qsal data --download mnist cifar10 pneumoniamnist` to prepare a room without network")
     d.set_defaults(func=cmd_data)
 
     t = sub.add_parser("train", help="train a model; writes OUT/checkpoint.pt and OUT/metrics.json")

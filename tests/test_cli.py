@@ -215,3 +215,11 @@ def test_train_ptq_eval_on_another_flag(tmp_path, monkeypatch, capsys):
     assert main(["eval", "--checkpoint", str(out), "--json", "--n-boot", "50"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["threshold"] is None and result["threshold_method"] == "argmax" and len(result["confusion"]) == 8
+
+
+def test_data_download_fetches_every_split_and_names_a_wrong_dataset(data_root, capsys):
+    assert main(["data", "--download", "pneumoniamnist"]) in (0, None)
+    out = capsys.readouterr().out
+    assert all(f"pneumoniamnist {split}: ready" in out for split in ("train", "val", "test"))
+    code, out, err = run("data", "--download", "mnits")
+    assert code == 2 and "unknown dataset 'mnits'" in err and "Traceback" not in err
