@@ -8,6 +8,8 @@ answers and either prints what passed or raises `CheckFailed` saying exactly wha
     from qsal_lab.checks.saliency_maps import check_topk_iou         # chapter 5
     from qsal_lab.checks.sgt import check_sgt_mask                   # chapter 6
     from qsal_lab.checks.quantized_saliency import check_rank_agreement  # chapter 7
+    from qsal_lab.checks.cifar import check_quantize_weight          # chapter 8
+    from qsal_lab.checks.medical import check_sensitivity_specificity  # chapter 9
     from qsal_lab.checks.edge_benchmarking import check_measure      # chapters 10 and 11
 
 `common` holds what they share (CheckFailed, calling the learner's code, reading its numbers).
