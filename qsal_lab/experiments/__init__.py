@@ -6,6 +6,8 @@ calls the driver and shows its results; `bench/<study>.py` calls the same driver
 them to bench/results/ with the targets marked met or missed.
 
     pact_sweep   chapter 4 + bench/quant_mnist.py: PACT QAT against PTQ at W/A = 8, 4, 3, 2 bits
+    cifar        chapter 8 + bench/cifar_resnet20.py: ResNet-20 on CIFAR-10 or its labelled stand-in
+    medical      chapter 9 + bench/medical.py: one MedMNIST flag through every method, scored clinically
     report       one convention for "points against float": drop = float - quantized, said in words;
                  what every benchmark records (load average) and writes (JSON + Markdown)
 """
