@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from ..budget import current_budget
-from ..data import DatasetInfo, load_dataset, make_loader
+from ..data import DataError, DatasetInfo, load_dataset, make_loader
 from ..edge.latency import measure_latency
 from ..files import atomic_write_text
 from ..quant.convert import QATConfig, layer_names, quantize_model, weight_layers
@@ -139,6 +139,7 @@ class CifarData:
     test_loader: object = field(repr=False, default=None)
     holdout_loader: object = field(repr=False, default=None)
     calib_loader: object = field(repr=False, default=None)
+    reason: str = ""  # why this data: set by `detect_data`
 
     @property
     def key(self) -> str:
@@ -167,6 +168,21 @@ def cifar_data(budget: str | None = None, root=None, standin: bool | None = None
                      make_loader(holdout, batch_size=500), make_loader(calib, batch_size=128))
 
 
+def detect_data(budget: str | None = None, root=None, recipe: CifarRecipe | None = None) -> CifarData:
+    """What chapter 8 runs on: CIFAR-10 when it can be loaded (its files under QSAL_DATA, or downloaded), else the
+    labelled stand-in, never silently: `data.reason` says which and why. QSAL_STANDIN=1 asks for the stand-in."""
+    try:
+        data = cifar_data(budget, root, recipe=recipe)
+        data.reason = ("QSAL_STANDIN=1 asked for the stand-in." if data.standin else
+                       "CIFAR-10's files are here and match the official MD5s.")
+    except DataError as err:  # offline, no CIFAR-10
+        data = cifar_data(budget, root, standin=True, recipe=recipe)
+        data.reason = (f"CIFAR-10 is not available here ({str(err).splitlines()[0]}), so this run uses the stand-in. "
+                       "With CIFAR-10's files under QSAL_DATA, or a network connection, the same code shows CIFAR-10 "
+                       "results.")
+    return data
+
+
 def title(text: str, info: DatasetInfo) -> str:
     """A table or figure title that names the data: 'text (CIFAR-10 stand-in (synthetic) v2)'."""
     return f"{text} ({info.display_name})"
@@ -176,8 +192,8 @@ def banner(info: DatasetInfo) -> str:
     """A Markdown banner for results made from the stand-in ('' for real CIFAR-10)."""
     if not info.standin:
         return ""
-    return (f"> **{info.display_name}, not CIFAR-10.** QSAL_STANDIN=1 replaced CIFAR-10 by synthetic 32x32 images "
-            f"(one shape among clutter per image, 10 shapes as classes). Every number below is a stand-in number: "
+    return (f"> **{info.display_name}, not CIFAR-10.** These results come from synthetic 32x32 images, not from "
+            f"CIFAR-10 (one shape among clutter per image, 10 shapes as classes). Every number below is a stand-in number: "
             f"it shows how the methods compare on these images and says nothing about CIFAR-10 accuracy. "
             f"With real CIFAR-10 (downloaded on first use, or under QSAL_DATA) the same code shows real results.")
 
@@ -542,6 +558,7 @@ def plot_alpha_curves(history: list[dict], info: DatasetInfo, name: str | None =
         ax.plot(epochs, values, marker=".", lw=1)
         ax.set_title(n.replace("layers.", "L"), fontsize=7)
         ax.tick_params(labelsize=6)
+        ax.ticklabel_format(axis="y", useOffset=False)  # a tiny move must look tiny, not "1e-5 + 3.9999"
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.suptitle(title(f"{label}: alpha per activation and epoch", info), fontsize=9)

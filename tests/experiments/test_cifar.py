@@ -48,8 +48,17 @@ def test_titles_and_banner_name_the_data():
     standin, real = dataset_info("cifar10-standin"), dataset_info("cifar10")
     assert cifar.title("PTQ vs PACT", standin) == "PTQ vs PACT (CIFAR-10 stand-in (synthetic) v2)"
     assert cifar.title("PTQ vs PACT", real) == "PTQ vs PACT (CIFAR-10)"
-    assert "not CIFAR-10" in cifar.banner(standin) and "QSAL_STANDIN=1" in cifar.banner(standin)
+    assert "not CIFAR-10" in cifar.banner(standin) and "synthetic" in cifar.banner(standin)
     assert cifar.banner(real) == ""
+
+
+def test_detect_data_falls_back_to_the_stand_in_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.delenv("QSAL_STANDIN", raising=False)
+    monkeypatch.setattr("torchvision.datasets.CIFAR10.download", lambda self: None)  # offline, whatever the machine
+    data = cifar.detect_data("ci", root=tmp_path)  # an empty folder: no CIFAR-10 there
+    assert data.standin and "CIFAR-10 is not available here" in data.reason
+    monkeypatch.setenv("QSAL_STANDIN", "1")
+    assert cifar.detect_data("ci", root=tmp_path).reason == "QSAL_STANDIN=1 asked for the stand-in."
 
 
 def test_mixed_bits_puts_the_least_sensitive_inner_layers_at_two_bits():
