@@ -14,7 +14,6 @@ asserted (latency depends on the machine and its load, which is recorded).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -130,6 +129,7 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     from qsal_lab.budget import current_budget
+    from qsal_lab.experiments.report import write_results
     from qsal_lab.experiments.cifar import run_study
 
     budget = current_budget(args.budget)
@@ -150,10 +150,8 @@ def main(argv=None):
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds_total"] = time.perf_counter() - t0
     md = markdown(result)
-    (args.results / "cifar_resnet20.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    (args.results / "cifar_resnet20.md").write_text(md)
     print(md)
-    print(f"[bench] wrote {args.results / 'cifar_resnet20.json'} and {args.results / 'cifar_resnet20.md'}")
+    write_results(args.results, "cifar_resnet20", result, md)
     return 0
 
 
