@@ -90,10 +90,12 @@ def why_missed(key: str, rows: list[dict]) -> str:
 
 
 def check_targets(values: dict, rows: list[dict]) -> list[dict]:
+    from qsal_lab.experiments.report import meets
+
     out = []
     for key, what, target, op in TARGETS:
         value = values.get(key)
-        met = None if value is None else bool({"≤": value <= target, "≥": value >= target, ">": value > target}[op])
+        met = None if value is None else meets(value, target, op)
         out.append({"key": key, "figure": what, "value": value, "target": target, "op": op, "met": met,
                     "why": "" if met else (why_missed(key, rows) if value is not None else "not measured")})
     return out

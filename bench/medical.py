@@ -132,10 +132,12 @@ def why_missed(key: str, study: dict) -> str:
 
 
 def check_targets(values: dict, study: dict) -> list[dict]:
+    from qsal_lab.experiments.report import meets
+
     out = []
     for key, what, target, op in TARGETS:
         value = values.get(key)
-        met = None if value is None else bool(value >= target if op == "≥" else value <= target)
+        met = None if value is None else meets(value, target, op)
         out.append({"key": key, "figure": what, "value": value, "target": target, "op": op, "met": met,
                     "why": "" if met else (why_missed(key, study) if value is not None else "not measured")})
     return out

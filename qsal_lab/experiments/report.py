@@ -43,3 +43,11 @@ def write_results(results_dir, name: str, result: dict, markdown: str, default=s
     atomic_write_text(json.dumps(result, indent=2, default=default) + "\n", results_dir / f"{name}.json")
     atomic_write_text(markdown, results_dir / f"{name}.md")
     print(f"[bench] wrote {results_dir / (name + '.json')} and {results_dir / (name + '.md')}")
+
+
+def meets(value: float, target: float, op: str) -> bool:
+    """Whether a benchmark figure meets its target; op is how the target reads: '≤', '≥', '<' or '>'."""
+    comparisons = {"≤": value <= target, "≥": value >= target, "<": value < target, ">": value > target}
+    if op not in comparisons:
+        raise ValueError(f"unknown target comparison {op!r}; use one of {', '.join(comparisons)}")
+    return bool(comparisons[op])

@@ -27,3 +27,14 @@ def test_write_results_writes_json_and_markdown_and_says_where(tmp_path, capsys)
     assert "demo.json" in capsys.readouterr().out
     assert set(load_average("end")) == {"loadavg_1min_end", "loadavg_5min_end"}
     assert not list((tmp_path / "results").glob("*.tmp*"))  # atomic: no temporary file left
+
+
+def test_meets_reads_the_target_the_way_it_is_written():
+    import pytest
+
+    from qsal_lab.experiments.report import meets
+
+    assert meets(1.0, 1.0, "≤") and meets(1.0, 1.0, "≥") and not meets(1.0, 1.0, ">") and not meets(1.0, 1.0, "<")
+    assert meets(2.1, 2.0, ">") and not meets(2.1, 2.0, "≤")
+    with pytest.raises(ValueError, match="unknown target comparison"):
+        meets(1.0, 1.0, "=")
