@@ -17,7 +17,7 @@ import copy
 import torch
 from torch import nn
 
-from .common import CheckFailed, call, passed
+from .common import CheckFailed, as_tensor, call, passed
 
 __all__ = ["check_quantize_weight", "check_layer_errors", "check_quantize_weights", "weight_layers",
            "reference_layer_errors"]
@@ -129,14 +129,8 @@ def _scale_of(w, bits, per_channel):
 
 
 def _tensor(value, like, name):
-    if value is None:
-        raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns the quantized weight.")
-    if not isinstance(value, torch.Tensor):
-        raise CheckFailed(f"{name}() returned a {type(value).__name__}; return a torch tensor the shape of w.")
-    if value.shape != like.shape:
-        raise CheckFailed(f"{name}() returned shape {tuple(value.shape)} for w of shape {tuple(like.shape)}; "
-                          f"w_q has the shape of w (one quantized value per weight).")
-    return value.detach().float()
+    return as_tensor(value, name, like, "the quantized weight", arg="w",
+                     why_same_shape="w_q has the shape of w (one quantized value per weight).").detach().float()
 
 
 def check_quantize_weight(quantize_weight):

@@ -65,6 +65,20 @@ def call(fn, name, *args, hints=()):
         raise CheckFailed(f"{name}() raised {type(e).__name__}: {e}{hint}") from None
 
 
+def as_tensor(value, name, like, what="a tensor", arg="x", why_same_shape="the output has the shape of the input."):
+    """The learner's return value as a tensor shaped like `like` (the argument `arg`), or CheckFailed saying why
+    not: `what` names what the function returns, `why_same_shape` says why the shapes must match."""
+    if value is None:
+        raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns {what}.")
+    if not isinstance(value, torch.Tensor):
+        raise CheckFailed(f"{name}() returned a value of type {type(value).__name__}; return a torch tensor ({what}) the shape of "
+                          f"{arg}, computed with torch operations on it.")
+    if value.shape != like.shape:
+        raise CheckFailed(f"{name}() returned shape {tuple(value.shape)} for {arg} of shape {tuple(like.shape)}; "
+                          f"{why_same_shape}")
+    return value
+
+
 # a per-channel min/max (x.amin(dim=...)) gives a tensor where one number per tensor is expected
 PER_TENSOR_HINT = "one number per tensor: take the min/max over ALL elements, x.min(), not x.min(dim=...)"
 

@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from .common import CheckFailed, call, passed
+from .common import CheckFailed, as_tensor, call, passed
 
 
 def _cases():
@@ -28,14 +28,8 @@ def _first_mismatch(got, want, x, what, atol=1e-5):
 
 
 def _tensor(value, x, name):
-    if value is None:
-        raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns a tensor.")
-    if not isinstance(value, torch.Tensor):
-        raise CheckFailed(f"{name}() returned a {type(value).__name__}; return a torch tensor the shape of x.")
-    if value.shape != x.shape:
-        raise CheckFailed(f"{name}() returned shape {tuple(value.shape)} for x of shape {tuple(x.shape)}; "
-                          f"PACT works elementwise, so the output has the shape of x.")
-    return value.detach().float()
+    return as_tensor(value, name, x, "the fake-quantized activations",
+                     why_same_shape="PACT works elementwise, so the output has the shape of x.").detach().float()
 
 
 def _forward_hint(got, x, alpha, bits):

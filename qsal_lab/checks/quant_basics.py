@@ -6,20 +6,12 @@ import math
 
 import torch
 
-from .common import CheckFailed, PER_TENSOR_HINT, as_float, call, passed
+from .common import CheckFailed, PER_TENSOR_HINT, as_float, as_tensor, call, passed
 
 
-def _tensor(value, name, like, what="a tensor"):
-    """The learner's return value as a tensor shaped like `like`, or CheckFailed saying why not."""
-    if value is None:
-        raise CheckFailed(f"{name}() returned None: fill in its TODO so that it returns {what}.")
-    if not isinstance(value, torch.Tensor):
-        raise CheckFailed(f"{name}() returned {type(value).__name__}; return {what} (a torch.Tensor), "
-                          f"computed with torch operations on the input tensor.")
-    if value.shape != like.shape:
-        raise CheckFailed(f"{name}() returned a tensor of shape {tuple(value.shape)} for an input of shape "
-                          f"{tuple(like.shape)}; quantization works element by element, so the shapes must match.")
-    return value
+def _tensor(value, name, like, what):
+    return as_tensor(value, name, like, what, arg="an input",
+                     why_same_shape="quantization works element by element, so the shapes must match.")
 
 
 def _first_mismatch(got, want, atol):

@@ -93,7 +93,7 @@ def test_check_quantize_weight_names_the_usual_mistakes():
         check_quantize_weight(in_place)
     with pytest.raises(CheckFailed, match=r"returned shape \(6,\) for w of shape \(6, 3, 3, 3\)"):
         check_quantize_weight(lambda w, b, pc: w.flatten(1).abs().amax(1))
-    with pytest.raises(CheckFailed, match="returned a list; return a torch tensor"):
+    with pytest.raises(CheckFailed, match="returned a value of type list; return a torch tensor"):
         check_quantize_weight(lambda w, b, pc: w.tolist())
 
 

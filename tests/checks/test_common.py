@@ -90,3 +90,17 @@ def test_a_real_ipython_shell_shows_one_line_and_records_the_error(monkeypatch):
             InteractiveShell.clear_instance()
     assert isinstance(result.error_in_exec, CheckFailed)  # the cell failed, so nbclient and nbval see an error
     assert shown == [("CheckFailed", "train_step() returned None", ["CheckFailed: train_step() returned None"])]
+
+
+def test_as_tensor_names_what_is_wrong_with_a_return_value():
+    import torch
+    from qsal_lab.checks.common import as_tensor
+
+    x = torch.zeros(2, 3)
+    assert as_tensor(x + 1, "f", x) is not None
+    with pytest.raises(CheckFailed, match=r"f\(\) returned None: fill in its TODO so that it returns codes\."):
+        as_tensor(None, "f", x, "codes")
+    with pytest.raises(CheckFailed, match=r"f\(\) returned a value of type list; return a torch tensor \(codes\) the shape of x"):
+        as_tensor([1.0], "f", x, "codes")
+    with pytest.raises(CheckFailed, match=r"f\(\) returned shape \(3,\) for x of shape \(2, 3\); one per element\."):
+        as_tensor(torch.zeros(3), "f", x, why_same_shape="one per element.")

@@ -55,7 +55,7 @@ def test_correct_forward_passes(capsys):
     (lambda x, a, b: torch.floor(x.clamp(0, a) * (2**b - 1) / a) * a / (2**b - 1), "rounded down (floor)"),
     (lambda x, a, b: torch.round(x.clamp(0, a) * (2**b - 1) / a), "the integer code"),
     (lambda x, a, b: good_forward(x, a, b)[:3], "returned shape (3,) for x of shape (12,)"),
-    (lambda x, a, b: good_forward(x, a, b).tolist(), "returned a list; return a torch tensor"),
+    (lambda x, a, b: good_forward(x, a, b).tolist(), "returned a value of type list; return a torch tensor"),
 ])
 def test_forward_bugs_are_named(forward, message):
     with pytest.raises(CheckFailed) as e:

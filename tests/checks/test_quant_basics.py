@@ -43,7 +43,7 @@ def test_check_quantize_passes_int32_codes_and_round_half_up():
 @pytest.mark.parametrize("bad, message", [
     (lambda x, s, z, lo, hi: None, r"quantize\(\) returned None: fill in its TODO"),
     (todo, "not implemented yet"),
-    (lambda x, s, z, lo, hi: 3, "returned int; return a tensor of integer codes"),
+    (lambda x, s, z, lo, hi: 3, r"returned a value of type int; return a torch tensor \(a tensor of integer codes\)"),
     (lambda x, s, z, lo, hi: good_quantize(x, s, z, lo, hi).flatten(), "shape"),
     # forgot the clamp: 4-bit case, x=-1.37 -> round(-6.85) + 5 = -2, expected 0
     (lambda x, s, z, lo, hi: (torch.round(x / s) + z).long(),
