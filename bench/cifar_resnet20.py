@@ -55,10 +55,6 @@ def parse_args(argv=None):
     return args
 
 
-def load_avg() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
 def values_of(rows: list[dict]) -> dict:
     by = {r["method"]: r for r in rows}
     ort = by.get("PTQ int8 (ORT)", {})
@@ -111,7 +107,7 @@ def markdown(result: dict) -> str:
     if s["standin"]:
         lines += [banner(info), ""]
     lines += [f"Run {result['finished']}, {result['seconds_total']:.0f} s in all on {m['cpus']} CPU(s), torch "
-              f"{m['torch']}; load average (1 min) {m['loadavg_start']:.2f} at the start, {m['loadavg_end']:.2f} at "
+              f"{m['torch']}; load average (1 min) {m['loadavg_1min_start']:.2f} at the start, {m['loadavg_1min_end']:.2f} at "
               f"the end (the machine may be shared: latencies are indicative, ratios measured interleaved).", ""]
     if result["budget"] == "ci":
         lines += ["**ci budget: a smoke run on tiny subsets; these numbers are not meaningful.**", ""]
@@ -131,7 +127,7 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     from qsal_lab.budget import current_budget
-    from qsal_lab.experiments.report import write_results
+    from qsal_lab.experiments.report import load_average, write_results
     from qsal_lab.experiments.cifar import run_study
 
     budget = current_budget(args.budget)
@@ -141,14 +137,14 @@ def main(argv=None):
     result = {"benchmark": "cifar_resnet20", "budget": budget, "started": started.isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                           "torch": torch.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                          "QSAL_STANDIN": os.environ.get("QSAL_STANDIN"), "loadavg_start": load_avg()}}
+                          "QSAL_STANDIN": os.environ.get("QSAL_STANDIN"), **load_average("start")}}
     study = run_study(work, budget=budget, float_checkpoint=args.float_checkpoint, use_shipped=not args.train_qat,
                       progress=not args.quiet)
     result["data"] = {"dataset": study["dataset"], "key": study["key"], "standin": study["standin"],
                       "version": study["version"]}
     result["targets"] = check_targets(values_of(study["rows"]), study["rows"])
     result["study"] = study
-    result["machine"]["loadavg_end"] = load_avg()
+    result["machine"].update(load_average("end"))
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds_total"] = time.perf_counter() - t0
     md = markdown(result)

@@ -62,10 +62,6 @@ def parse_args(argv=None):
     return args
 
 
-def load_avg() -> float | None:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-
-
 def float_source(args, budget):
     """The float checkpoint to start from, or None to train it (with the imbalance choice) in the run."""
     if args.float_checkpoint is not None:
@@ -149,7 +145,7 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"# MedMNIST study on PneumoniaMNIST: benchmark ({result['budget']} budget)", "",
              f"Run {result['finished']}, {result['seconds_total']:.0f} s in all on {m['cpus']} CPU(s), torch "
-             f"{m['torch']}; load average (1 min) {m['loadavg_start']:.2f} at the start, {m['loadavg_end']:.2f} at "
+             f"{m['torch']}; load average (1 min) {m['loadavg_1min_start']:.2f} at the start, {m['loadavg_1min_end']:.2f} at "
              f"the end (the machine may be shared: latencies are indicative, ratios measured side by side).", ""]
     if result["budget"] == "ci":
         lines += ["**ci budget: a smoke run on tiny subsets; these numbers are not meaningful.**", ""]
@@ -177,7 +173,7 @@ def markdown(result: dict) -> str:
 def main(argv=None):
     args = parse_args(argv)
     from qsal_lab.budget import current_budget
-    from qsal_lab.experiments.report import write_results
+    from qsal_lab.experiments.report import load_average, write_results
     from qsal_lab.experiments.medical import (aggregate, medical_recipe, plot_pareto, plot_reliability_diagrams,
                                               public_rows, run_study)
 
@@ -190,7 +186,7 @@ def main(argv=None):
               "started": started.isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                           "torch": torch.__version__, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                          "loadavg_start": load_avg()}}
+                          **load_average("start")}}
     source = float_source(args, budget)
     result["float_source"] = f"loaded from {source}" if source else f"trained in this run ({budget} recipe, both imbalance candidates)"
     studies = []
@@ -211,7 +207,7 @@ def main(argv=None):
     result["figures"] = figures
     result["studies"] = [{**{k: v for k, v in s.items() if k != "rows"}, "rows": public_rows(s["rows"])}
                          for s in studies]
-    result["machine"]["loadavg_end"] = load_avg()
+    result["machine"].update(load_average("end"))
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result["seconds_total"] = time.perf_counter() - t0
     md = markdown({**result, "studies": [{**s, "rows": s["rows"]} for s in studies]})
