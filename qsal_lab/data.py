@@ -44,7 +44,7 @@ class DatasetInfo:
     std: tuple
     splits: tuple = ("train", "test")
     standin: bool = False
-    version: str | None = None  # the stand-in's generator version ("v2"); None for real data sets
+    version: str | None = None  # the stand-in's generator version ("v3"); None for real data sets
 
 
 _MNIST_DIGITS = tuple(str(i) for i in range(10))
@@ -121,9 +121,10 @@ def _info_for(name: str) -> DatasetInfo:
         return DatasetInfo(name, "CIFAR-10 stand-in (synthetic) v1", 10, 3, 32, "multi-class",
                            tuple(f"standin-{i}" for i in range(10)), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
                            standin=True, version="v1")
-    if name == "cifar10-standin-v2":
-        return DatasetInfo(name, "CIFAR-10 stand-in (synthetic) v2", 10, 3, 32, "multi-class", STANDIN_SHAPES,
-                           (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), standin=True, version="v2")
+    if name in ("cifar10-standin-v2", "cifar10-standin-v3"):
+        version = name.rpartition("-")[2]
+        return DatasetInfo(name, f"CIFAR-10 stand-in (synthetic) {version}", 10, 3, 32, "multi-class", STANDIN_SHAPES,
+                           (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), standin=True, version=version)
     flag, size = _medmnist_size(name)
     med = _medmnist_info()[flag]
     task = "multi-label" if med["task"].startswith("multi-label") else med["task"]
@@ -375,7 +376,7 @@ def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Ten
 
 
 def is_standin(name: str) -> bool:
-    """Whether a canonical dataset key names a synthetic stand-in ('cifar10-standin-v2', ...)."""
+    """Whether a canonical dataset key names a synthetic stand-in ('cifar10-standin-v3', ...)."""
     return name.startswith("cifar10-standin")
 
 
@@ -459,10 +460,10 @@ def _complement(indices: torch.Tensor, n: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- the CIFAR-10 stand-in
 
-STANDIN_VERSIONS = ("v1", "v2")
-STANDIN_VERSION = "v2"  # what 'cifar10-standin' and QSAL_STANDIN=1 give
+STANDIN_VERSIONS = ("v1", "v2", "v3")
+STANDIN_VERSION = "v3"  # what 'cifar10-standin' and QSAL_STANDIN=1 give
 STANDIN_SHAPES = ("disk", "square", "triangle", "plus", "ring", "crescent", "star", "half-disk", "L-shape", "frame")
-# v2's training split is 20 000 images, not CIFAR-10's 50 000: the book budget trains on 20 000 images anyway, and
+# v2's and v3's training splits are 20 000 images, not CIFAR-10's 50 000: the book budget trains on 18 000, and
 # every process that loads the split generates it (about 4 s for 20 000 on one core instead of 10-17 s).
 STANDIN_SIZES = {"train": 20000, "test": 10000}
 
@@ -470,14 +471,16 @@ STANDIN_SIZES = {"train": 20000, "test": 10000}
 def make_standin(split: str, n: int | None = None, version: str = STANDIN_VERSION) -> tuple[np.ndarray, np.ndarray]:
     """The CIFAR-10 stand-in's (uint8 images N x 32 x 32 x 3, int64 labels) for a split, made from fixed seeds.
 
-    v2 (current, `make_standin_v2`): one object-like shape per image among textured clutter and distractors.
+    v3 (current) and v2 (`make_standin_shapes`): one object-like shape per image among textured clutter and
+    distractors; v3 with smaller, fainter, more often covered objects, so that a ResNet-20 trained to convergence
+    stays clearly below 100 % (v2 reached 98.4 % after 10 epochs; its shipped 79.9 % was a model trained too short).
     v1 (the first stand-in, kept so that its recorded figures can be re-made): five shapes, solid or striped,
     on flat backgrounds. Generated arrays are memoised (read-only) for the process."""
     if version not in STANDIN_VERSIONS:
         raise DataError(f"unknown CIFAR-10 stand-in version {version!r}; versions: {', '.join(STANDIN_VERSIONS)}")
     if split not in STANDIN_SIZES:
         raise DataError(f"the CIFAR-10 stand-in has splits 'train' and 'test', not {split!r}")
-    n = (STANDIN_SIZES if version == "v2" else {"train": 50000, "test": 10000})[split] if n is None else n
+    n = (STANDIN_SIZES if version != "v1" else {"train": 50000, "test": 10000})[split] if n is None else n
     if not (isinstance(n, int) and n > 0):
         raise DataError(f"n must be a positive number of images, got {n!r}")
     return _standin_cached(split, n, version)
@@ -485,7 +488,7 @@ def make_standin(split: str, n: int | None = None, version: str = STANDIN_VERSIO
 
 @functools.lru_cache(maxsize=4)
 def _standin_cached(split: str, n: int, version: str):
-    images, labels = (make_standin_v2 if version == "v2" else _make_standin_v1)(split, n)
+    images, labels = _make_standin_v1(split, n) if version == "v1" else make_standin_shapes(split, n, version)
     images.flags.writeable = labels.flags.writeable = False
     return images, labels
 
@@ -538,6 +541,14 @@ _V2_SEEDS = {"train": 20260, "test": 20261}
 # lands clearly below 100 % (the shipped model's figure: qsal_lab/pretrained/cifar10standin_resnet20/metrics.json).
 STANDIN_V2_PARAMS = dict(clutter=0.75, grating=0.2, behind=2, front=1, radius=(6.0, 10.0), rotation=0.45, noise=0.05,
                          length=(3.0, 9.0), width=(1.0, 2.5), contrast=0.5, second_colour=0.12)
+# v3: v2 with fainter objects. v2's ResNet-20 reached 79.9 % after the 3 epochs it was shipped with, but 98.4 % after
+# 10 (measured): a model stopped early, not a hard data set, so fine-tuning (PACT) could beat it by training longer.
+# One image in seven (15 %) shows its object at 8-20 % opacity. Chosen by float ResNet-20 runs at the book recipe
+# (10 epochs, 18 000 images, 5000 test images): 84.9 %, flat over the last two epochs; with 25 % of the objects at
+# 5-25 % opacity 76.5 %; smaller objects and more clutter instead (v2 with radius 3.5-9 and two
+# covering distractors) were still learning after 8 epochs (86.7 %, training loss 0.45 and falling).
+STANDIN_V3_PARAMS = {**STANDIN_V2_PARAMS, "faint_share": 0.15, "faint_opacity": (0.08, 0.2)}
+STANDIN_PARAMS = {"v2": STANDIN_V2_PARAMS, "v3": STANDIN_V3_PARAMS}
 
 
 def _upsample_matrix(src: int, dst: int = 32) -> np.ndarray:
@@ -574,7 +585,7 @@ def _shape_mask(c: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return (a <= 0.85) & (a >= 0.5)                                      # frame
 
 
-def _standin_v2_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.ndarray, np.ndarray]:
+def _standin_shapes_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.ndarray, np.ndarray]:
     def uniform(lo, hi, shape):
         return lo + (hi - lo) * rng.random(shape, dtype=np.float32)
 
@@ -620,8 +631,15 @@ def _standin_v2_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.nda
     stripes = np.sin((xx * np.cos(fa) + yy * np.sin(fa)) * 1.4) > 0
     checker = (np.floor(u * 2.5) + np.floor(v * 2.5)) % 2 == 0
     second = np.where(fill == 1, stripes, np.where(fill == 2, checker, False))
-    np.copyto(img, fg[:, None, None, :], where=mask[..., None])
-    np.copyto(img, fg2[:, None, None, :], where=(mask & second)[..., None])
+    colour = np.where(second[..., None], fg2[:, None, None, :], fg[:, None, None, :])
+    # faint objects (v3): a share of the images shows its object at low opacity over the clutter, like an
+    # underexposed photo; the faintest can hardly be told apart, so even a converged model stays below 100 %
+    # (drawn only where asked for, so that v2's random stream, and so its images, stay as they were)
+    opacity = np.ones((n, 1, 1, 1), np.float32)
+    if p.get("faint_share"):
+        faint = rng.random(n) < p["faint_share"]
+        opacity[faint] = uniform(*p["faint_opacity"], (int(faint.sum()), 1, 1, 1))
+    np.copyto(img, (1 - opacity) * img + opacity * colour, where=mask[..., None])
     distractors(p["front"])  # one may cover part of the object
     img *= uniform(0.7, 1.2, (n, 1, 1, 1))
     img += uniform(-0.1, 0.1, (n, 1, 1, 1))
@@ -630,20 +648,23 @@ def _standin_v2_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.nda
     return (img * 255).astype(np.uint8), labels.astype(np.int64)
 
 
-def make_standin_v2(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The CIFAR-10 stand-in v2: 32x32 RGB images in 10 classes, one object-like shape each (`STANDIN_SHAPES`)
-    among textured clutter (smooth colour noise, a colour grating) and up to 3 distractors (bars, ellipses; one may
-    be drawn over the object), with random brightness, contrast and pixel noise (`STANDIN_V2_PARAMS`).
+def make_standin_shapes(split: str, n: int | None = None, version: str = STANDIN_VERSION) -> tuple[np.ndarray, np.ndarray]:
+    """The CIFAR-10 stand-in v2 or v3: 32x32 RGB images in 10 classes, one object-like shape each (`STANDIN_SHAPES`)
+    among textured clutter (smooth colour noise, a colour grating) and distractors (bars, ellipses; some drawn over
+    the object), with random brightness, contrast and pixel noise (`STANDIN_PARAMS[version]`).
 
-    The class is the object's shape only: its size (radius 6-10 px), place, rotation (+-26 degrees), colour and
-    fill (solid, striped, checked) are drawn alike for every class, so the evidence is local (a saliency map has
-    an object to find) and neither colour nor position gives the class away (a linear classifier on the raw
-    pixels stays near chance: tests/test_data.py). Seeded per split and chunk; train 20 000, test 10 000 images
-    by default (`STANDIN_SIZES`; the arrays are memoised per process)."""
+    The class is the object's shape only: its size, place, rotation, colour and fill (solid, striped, checked) are
+    drawn alike for every class, so the evidence is local (a saliency map has an object to find) and neither colour
+    nor position gives the class away (a linear classifier on the raw pixels stays near chance: tests/test_data.py).
+    Seeded per split, version and chunk; train 20 000, test 10 000 images by default (`STANDIN_SIZES`; the arrays
+    are memoised per process)."""
+    if version not in STANDIN_PARAMS:
+        raise DataError(f"make_standin_shapes makes versions {', '.join(STANDIN_PARAMS)}, not {version!r}")
     n = STANDIN_SIZES[split] if n is None else n
+    number = int(version[1:])  # part of every chunk's seed: v2 and v3 draw different scenes
     images, labels = [], []
     for k in range(-(-n // _CHUNK)):
-        x, y = _standin_v2_chunk(np.random.default_rng([_V2_SEEDS[split], 2, k]), _CHUNK, STANDIN_V2_PARAMS)
+        x, y = _standin_shapes_chunk(np.random.default_rng([_V2_SEEDS[split], number, k]), _CHUNK, STANDIN_PARAMS[version])
         images.append(x), labels.append(y)
     return np.concatenate(images)[:n], np.concatenate(labels)[:n]
 

@@ -24,7 +24,7 @@ def test_cifar_benchmark_reports_every_row_and_target_on_the_standin_at_ci(tmp_p
                          timeout=1200, env=env)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     report = json.loads((results / "cifar_resnet20.json").read_text())
-    assert report["budget"] == "ci" and report["data"]["standin"] and report["data"]["key"] == "cifar10-standin-v2"
+    assert report["budget"] == "ci" and report["data"]["standin"] and report["data"]["key"] == "cifar10-standin-v3"
     rows = report["study"]["rows"]
     assert [r["method"] for r in rows] == ROWS and all(r["dataset"] == report["data"]["dataset"] for r in rows)
     targets = {t["key"]: t for t in report["targets"]}
@@ -32,7 +32,7 @@ def test_cifar_benchmark_reports_every_row_and_target_on_the_standin_at_ci(tmp_p
     for t in targets.values():
         assert isinstance(t["value"], float) and t["met"] in (True, False) and (t["met"] or t["why"]), t["key"]
     md = (results / "cifar_resnet20.md").read_text()
-    assert md.startswith("# ResNet-20 on CIFAR-10 stand-in (synthetic) v2") and "not CIFAR-10" in md
+    assert md.startswith("# ResNet-20 on CIFAR-10 stand-in (synthetic) v3") and "not CIFAR-10" in md
     assert "ci budget" in md
     for t in targets.values():
         line = next(l for l in md.splitlines() if l.startswith(f"| {t['figure']} |"))

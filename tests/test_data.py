@@ -102,10 +102,10 @@ def test_cifar10_never_falls_back_to_the_standin_silently(tmp_path, monkeypatch)
 
 def test_standin_is_labelled_deterministic_and_balanced(monkeypatch):
     monkeypatch.setenv("QSAL_STANDIN", "1")
-    with pytest.warns(UserWarning, match="STAND-IN.*CIFAR-10 stand-in \\(synthetic\\) v2"):
+    with pytest.warns(UserWarning, match=f"STAND-IN.*CIFAR-10 stand-in \\(synthetic\\) {data.STANDIN_VERSION}"):
         ds = load_dataset("cifar10", "test", subset=2000)
     assert "CIFAR-10 stand-in (synthetic)" in ds.name and ds.info.standin and ds.info.version == data.STANDIN_VERSION
-    assert ds.info.name == "cifar10-standin-v2" and ds.info.class_names == data.STANDIN_SHAPES
+    assert ds.info.name == "cifar10-standin-v3" and ds.info.class_names == data.STANDIN_SHAPES
     assert ds[0][0].shape == (3, 32, 32)
     assert ds.labels.bincount().tolist() == [200] * 10
     with pytest.warns(UserWarning):
@@ -124,7 +124,8 @@ def test_standin_versions_and_names():
     assert data.dataset_info("cifar10-standin").name == f"cifar10-standin-{data.STANDIN_VERSION}"
     assert data.dataset_info("standin-v1").display_name == "CIFAR-10 stand-in (synthetic) v1"
     assert data.dataset_info("CIFAR10_STANDIN_V2").version == "v2"
-    with pytest.raises(DataError, match="unknown CIFAR-10 stand-in version 'v9'.*v1, v2"):
+    assert data.dataset_info("standin-v3").display_name == "CIFAR-10 stand-in (synthetic) v3"
+    with pytest.raises(DataError, match="unknown CIFAR-10 stand-in version 'v9'.*v1, v2, v3"):
         data.dataset_info("cifar10-standin-v9")
     # the first images do not depend on how many are made, and generated arrays cannot be written to
     small, labels = data.make_standin("test", 1500)
@@ -136,7 +137,18 @@ def test_standin_versions_and_names():
     assert v1.info.version == "v1" and v1.name.endswith("v1") and not np.array_equal(v1_images[:10], small[:10])
 
 
-def test_standin_v2_is_not_linearly_separable_from_raw_pixels():
+def test_standin_v2_is_still_the_v2_it_was():
+    """v2's recorded figures (its shipped models are gone, its numbers are in notes and earlier results) can be
+    re-made: its first 1000 test images hash as they did before v3 was added."""
+    import hashlib
+
+    x, y = data.make_standin("test", 1000, version="v2")
+    assert hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:16] == "9d48a9335274e024"
+    v3, _ = data.make_standin("test", 1000, version="v3")
+    assert not np.array_equal(v3[:10], x[:10])
+
+
+def test_standin_is_not_linearly_separable_from_raw_pixels():
     """Difficulty bound: a logistic regression on the raw pixels of 3000 training images stays far below what
     ResNet-20 reaches (the shipped model's band is tested in tests/experiments/test_cifar.py)."""
     from sklearn.linear_model import LogisticRegression
@@ -148,15 +160,11 @@ def test_standin_v2_is_not_linearly_separable_from_raw_pixels():
     assert accuracy < 0.25, f"a linear probe reaches {accuracy:.1%} on the stand-in's raw pixels"
 
 
-def test_standin_v2_generation_is_fast_enough():
-    """10 000 images are made in well under the time one ResNet-20 epoch takes (a generous bound: shared CPUs)."""
-    import time
-
-    data._standin_cached.cache_clear()
-    t0 = time.perf_counter()
-    images, labels = data.make_standin_v2("test", 10000)
+def test_standin_test_split_is_whole_and_balanced():
+    images, labels = data.make_standin_shapes("test", 10000)
     assert images.shape == (10000, 32, 32, 3) and images.dtype == np.uint8 and np.bincount(labels).tolist() == [1000] * 10
-    assert time.perf_counter() - t0 < 20
+    with pytest.raises(DataError, match="versions v2, v3, not 'v1'"):
+        data.make_standin_shapes("test", 10, version="v1")
 
 
 def test_holdout_is_carved_out_of_train_and_fixed(monkeypatch):

@@ -266,8 +266,8 @@ def test_a_standin_run_says_so_in_every_artefact(small_standin, tmp_path, monkey
         assert main(["train", "--dataset", "cifar10", "--model", "resnet20", "--budget", "ci", "--train-subset", "200",
                      "--test-subset", "100", "--out", str(out)]) in (0, None)
     config = json.loads((out / "metrics.json").read_text())["config"]
-    assert config["dataset"] == info.name == "cifar10-standin-v2" and config["dataset_name"] == info.display_name
-    assert config["standin"] and config["dataset_version"] == "v2" and config["dataset_requested"] == "cifar10"
+    assert config["dataset"] == info.name == "cifar10-standin-v3" and config["dataset_name"] == info.display_name
+    assert config["standin"] and config["dataset_version"] == "v3" and config["dataset_requested"] == "cifar10"
     _, ckpt = load_checkpoint(out)
     assert ckpt["model_spec"]["dataset"] == info.name and ckpt["model_spec"]["dataset_name"] == info.display_name
     capsys.readouterr()

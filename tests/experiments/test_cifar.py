@@ -6,7 +6,7 @@ import pytest
 
 from qsal_lab.experiments import cifar
 
-BAND = (0.75, 0.92)  # ResNet-20 at the book budget on the stand-in v2: clearly below 100 %
+BAND = (0.75, 0.92)  # ResNet-20 at the book budget on the stand-in v3: clearly below 100 %
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def small_standin(monkeypatch):
 @pytest.mark.filterwarnings("ignore:Using the synthetic CIFAR-10 STAND-IN")
 def test_the_study_runs_every_row_at_ci_and_names_the_standin(small_standin, tmp_path):
     study = cifar.run_study(tmp_path, budget="ci", use_shipped=False, progress=False)
-    assert study["key"] == small_standin.name and study["standin"] and study["version"] == "v2"
+    assert study["key"] == small_standin.name and study["standin"] and study["version"] == "v3"
     rows = study["rows"]
     assert [r["method"] for r in rows] == list(cifar.ROWS)
     for r in rows:
@@ -46,7 +46,7 @@ def test_titles_and_banner_name_the_data():
     from qsal_lab.data import dataset_info
 
     standin, real = dataset_info("cifar10-standin"), dataset_info("cifar10")
-    assert cifar.title("PTQ vs PACT", standin) == "PTQ vs PACT (CIFAR-10 stand-in (synthetic) v2)"
+    assert cifar.title("PTQ vs PACT", standin) == "PTQ vs PACT (CIFAR-10 stand-in (synthetic) v3)"
     assert cifar.title("PTQ vs PACT", real) == "PTQ vs PACT (CIFAR-10)"
     assert "not CIFAR-10" in cifar.banner(standin) and "synthetic" in cifar.banner(standin)
     assert cifar.banner(real) == ""
@@ -106,9 +106,9 @@ def test_the_shipped_float_model_is_labelled_and_inside_the_difficulty_band():
 
     folder = pretrained_dir(cifar.PRETRAINED)
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert metrics["config"]["dataset"] == "cifar10-standin-v2" and "stand-in" in metrics["config"]["dataset_name"]
+    assert metrics["config"]["dataset"] == "cifar10-standin-v3" and "stand-in" in metrics["config"]["dataset_name"]
     shipped = metrics["shipped"]
-    assert shipped["dataset"] == "CIFAR-10 stand-in (synthetic) v2" and shipped["test_n"] == 10000
+    assert shipped["dataset"] == "CIFAR-10 stand-in (synthetic) v3" and shipped["test_n"] == 10000
     assert BAND[0] <= shipped["test_accuracy"] <= BAND[1], shipped["test_accuracy"]
     assert (folder / "checkpoint.pt").stat().st_size < 2_000_000 and "ship_pretrained" in (folder / "COMMAND").read_text()
 
