@@ -27,7 +27,8 @@ done
 # PneumoniaMNIST ResNet-18 at half width: both imbalance candidates (weighted loss, sampler), the validation split
 # picks one, shipped with float16 weights + selection.json (hours on a shared 2-core machine; see its metrics.json)
 $PY -c "from qsal_lab.experiments.medical import ship_pretrained; print(ship_pretrained())"
-# CIFAR-10 stand-in v2 (synthetic, never real CIFAR-10): the float ResNet-20 at the book recipe (held-out images left
+# CIFAR-10 stand-in v3 (synthetic, never real CIFAR-10): the float ResNet-20 at the book recipe (held-out images left
 # out), PACT's optimizer and alpha lr scale chosen on that held-out split (selection.json), then PACT W4A4, W2A2 and
-# SGT + PACT W4A4 fine-tunings of it (about 40 min on one core; qsal_lab/experiments/cifar.py ship_pretrained)
-QSAL_STANDIN=1 $PY -c "from qsal_lab.experiments.cifar import ship_pretrained; print(ship_pretrained())"
+# SGT + PACT W4A4 fine-tunings of it (about 35 min on one core: float 10 min, W2A2 15; qsal_lab/experiments/cifar.py
+# ship_pretrained; the shipped ones ran with OMP_NUM_THREADS=1, and another thread count sums in another order)
+OMP_NUM_THREADS=1 QSAL_STANDIN=1 $PY -c "from qsal_lab.experiments.cifar import ship_pretrained; print(ship_pretrained())"

@@ -113,7 +113,7 @@ RECIPES = {
     # book: the shipped checkpoints were trained with these steps (tools/train_pretrained.sh)
     # (scored on 5000 test images; the shipped folders' metrics.json also record all 10 000)
     "book": CifarRecipe(test_subset=5000, holdout=2000, holdout_subset=1000, calib_images=512,
-                        qat=_steps((2, 8000), (3, 8000), (1, 4000)), mixed=QATStep(4, 1, 3000),
+                        qat=_steps((3, None), (16, None), (2, 8000)), mixed=QATStep(4, 1, 3000),
                         selection=QATStep(4, 1, 3000)),
     "full": CifarRecipe(test_subset=None, holdout=5000, holdout_subset=None, calib_images=1024,
                         qat=_steps((15, None), (30, None), (15, None)), mixed=QATStep(4, 10, None),
@@ -184,7 +184,7 @@ def detect_data(budget: str | None = None, root=None, recipe: CifarRecipe | None
 
 
 def title(text: str, info: DatasetInfo) -> str:
-    """A table or figure title that names the data: 'text (CIFAR-10 stand-in (synthetic) v2)'."""
+    """A table or figure title that names the data: 'text (CIFAR-10 stand-in (synthetic) v3)'."""
     return f"{text} ({info.display_name})"
 
 
@@ -351,6 +351,7 @@ def qat_row(step: QATStep, data: CifarData, float_ckpt, out, budget: str | None 
         model, ckpt = load_checkpoint(pretrained_dir(name) / "checkpoint.pt")
         history, source = ckpt["history"], f"shipped: qsal_lab/pretrained/{name}"
         config = ckpt["config"]
+        step = replace(step, epochs=ckpt["epoch"])  # what the shipped model had, should the recipe have moved on
     else:
         cfg = pact_config(step.bits, hparams)
         model, hist = fine_tune(data, float_ckpt, step, out, cfg, hparams, budget, progress)
@@ -585,7 +586,9 @@ def ship_pretrained(out="runs/pretrained_cifar10standin", steps=SHIP_STEPS, prog
         raise ValueError(f"unknown steps {sorted(unknown)}; choose from: {', '.join(SHIP_STEPS)}")
     out = Path(out)
     data = cifar_data("book", standin=True)
-    call = "python -c \"from qsal_lab.experiments.cifar import ship_pretrained; ship_pretrained(steps=[{!r}])\""
+    # the thread count is part of the command: another one sums in another order (results differ in the last digits)
+    call = (f"OMP_NUM_THREADS={torch.get_num_threads()} " +
+            "python -c \"from qsal_lab.experiments.cifar import ship_pretrained; ship_pretrained(steps=[{!r}])\"")
     done = {}
     float_dir = HERE / PRETRAINED
     if "float" in steps:
