@@ -23,12 +23,14 @@ Conventions:
   so every resample has the test split's class counts and an AUC. Reproducible under a seed.
 - Calibration: expected calibration error over equal-width confidence bins of the top-label
   probability (Guo et al. 2017); `reliability` returns the diagram's data, `plot_reliability` draws it.
+  `fit_temperature` fits temperature scaling on validation logits; `probabilities_at` applies it.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.optimize import minimize_scalar
 from scipy.special import expit, softmax
 from scipy.stats import rankdata
 
@@ -50,6 +52,42 @@ def probabilities(logits, task: str) -> np.ndarray:
     """Scores from a model's logits: softmax over classes, or a sigmoid per label for multi-label tasks."""
     logits = np.asarray(logits, dtype=np.float64)
     return expit(logits) if canonical_task(task) == "multi-label" else softmax(logits, axis=1)
+
+
+def probabilities_at(logits, task: str, temperature: float = 1.0) -> np.ndarray:
+    """`probabilities` of logits / temperature: temperature-scaled scores (1.0 leaves them as they are)."""
+    return probabilities(np.asarray(logits, dtype=np.float64) / _check_temperature(temperature), task)
+
+
+def _check_temperature(temperature) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) \
+            or not np.isfinite(temperature) or temperature <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def negative_log_likelihood(y, logits, task: str, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the labels under the temperature-scaled scores."""
+    p = np.clip(probabilities_at(logits, task, temperature), 1e-12, 1.0)
+    if canonical_task(task) == "multi-label":
+        y = np.asarray(y, dtype=np.float64).reshape(p.shape)
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(np.clip(1 - p, 1e-12, 1.0))))
+    y = np.asarray(y).reshape(-1).astype(int)
+    if len(y) != len(p):
+        raise ValueError(f"{len(y)} labels for {len(p)} rows of logits")
+    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+
+
+def fit_temperature(y_val, logits_val, task: str) -> float:
+    """Temperature scaling (Guo et al. 2017): the one T > 0 that minimises the validation NLL of
+    softmax(logits / T) (a sigmoid per label for multi-label tasks). It rescales confidence without
+    changing any ranking, so AUC and the argmax stay as they were. Fit on validation only."""
+    logits_val = np.asarray(logits_val, dtype=np.float64)
+    if logits_val.ndim != 2 or len(logits_val) < 2:
+        raise ValueError(f"fit_temperature needs logits of shape (N, classes) with N >= 2, got {logits_val.shape}")
+    found = minimize_scalar(lambda log_t: negative_log_likelihood(y_val, logits_val, task, float(np.exp(log_t))),
+                            bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(found.x))
 
 
 def positive_scores(scores) -> np.ndarray:

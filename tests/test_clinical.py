@@ -269,3 +269,25 @@ def test_reliability_diagram_draws():
     y, s = _binary_case()
     fig = plot_reliability(reliability(y, s, "binary-class"), title="synthetic")
     assert "ECE" in fig.axes[0].get_title()
+
+
+def test_temperature_scaling_fixes_overconfidence_without_changing_ranking():
+    from qsal_lab.clinical import (expected_calibration_error, fit_temperature, negative_log_likelihood,
+                                   probabilities_at)
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    true_logit = (2 * y - 1) * 1.0 + rng.normal(0, 1.5, len(y))   # calibrated at T = 1
+    logits = np.stack([np.zeros_like(true_logit), true_logit], 1) * 4.0   # over-confident by 4x
+    t = fit_temperature(y[:2000], logits[:2000], "binary-class")
+    assert 3.0 < t < 5.5
+    before = expected_calibration_error(y[2000:], probabilities_at(logits[2000:], "binary-class"), "binary-class")
+    after = expected_calibration_error(y[2000:], probabilities_at(logits[2000:], "binary-class", t), "binary-class")
+    assert after < before / 2
+    assert negative_log_likelihood(y, logits, "binary-class", t) < negative_log_likelihood(y, logits, "binary-class")
+    p1, pt = probabilities_at(logits, "binary-class")[:, 1], probabilities_at(logits, "binary-class", t)[:, 1]
+    assert np.array_equal(np.argsort(p1, kind="stable"), np.argsort(pt, kind="stable"))
+    with pytest.raises(ValueError, match="temperature must be"):
+        probabilities_at(logits, "binary-class", 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        fit_temperature(y[:1], logits[:1, 0], "binary-class")
