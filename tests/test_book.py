@@ -86,7 +86,7 @@ def test_launch_cells_take_the_address_from_one_setting(tmp_path):
     before = nbtools.read(chapter)
     assert nbtools.launch_cells([chapter], config=config) == [chapter]
     nb = nbtools.read(chapter)
-    assert f"SPEC = 'qsal-lab @ git+{nbtools.GITHUB}/owner/repo@dev'" in launch_cell(nb, "install").source
+    assert f"REPOSITORY = 'qsal-lab @ git+{nbtools.GITHUB}/owner/repo@dev'" in launch_cell(nb, "install").source
     colab = "https://colab.research.google.com/github/owner/repo/blob/dev/exercises/01_mnist_baseline.ipynb"
     assert f"]({colab})" in launch_cell(nb, "badge").source
     assert len(nb.cells) == len(before.cells), "launch-cells added cells instead of replacing its own"
@@ -105,12 +105,54 @@ def test_install_cell_is_silent_where_qsal_lab_is_installed():
     assert (run.returncode, run.stdout, run.stderr) == (0, "", "")
 
 
-def test_install_cell_without_an_address_says_what_to_do(tmp_path):
-    # -S -I: no site-packages, so qsal_lab is missing, as on Colab; the committed cells name no address
-    source = nbtools.install_cell_source(("", ""))
-    run = subprocess.run([sys.executable, "-S", "-I", "-c", source], capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 1 and "QSAL_REPOSITORY=" + nbtools.GITHUB + "/OWNER/REPO" in run.stderr, run.stderr
+def test_install_cell_asks_for_the_books_version():
+    # the version is written once, in qsal_lab/__init__.py; every notebook's install cell asks pip for it
+    init = (ROOT / "qsal_lab" / "__init__.py").read_text()
+    version = re.search(r'^__version__ = "([^"]+)"', init, re.M).group(1)
+    assert nbtools.book_version() == version
+    source = nbtools.install_cell_source(nbtools.launch_setting())
+    assert f"VERSION = {version!r}" in source and '"qsal-lab==" + VERSION' in source
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory):
+    """A fresh venv with pip and nothing else: qsal_lab is missing there, as on Colab."""
+    spec = importlib.util.spec_from_file_location("colab_rehearsal", ROOT / "tools" / "colab_rehearsal.py")
+    rehearsal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rehearsal)
+    python = rehearsal.make_venv(tmp_path_factory.mktemp("bare") / "venv", with_dependencies=False)
+    # pip finds nothing: no index, an empty folder of wheels (as if PyPI had no such version)
+    env = rehearsal.clean_env(**rehearsal.offline_pip(tmp_path_factory.mktemp("no-wheels")))
+    return python, env
+
+
+def run_install_cell(bare_python, setting, cwd, **env):
+    python, base = bare_python
+    return subprocess.run([str(python), "-c", nbtools.install_cell_source(setting)], capture_output=True,
+                          text=True, cwd=cwd, env={**base, **env}, timeout=300)
+
+
+def test_install_cell_without_an_address_says_what_to_do(bare_python, tmp_path):
+    # the committed cells name no repository: pip is asked for qsal-lab==<version>, and when that fails
+    # the learner reads one line saying what pip said and how to give the address
+    run = run_install_cell(bare_python, ("", ""), tmp_path)
+    version = nbtools.book_version()
+    assert run.returncode == 1, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert f"pip could not install qsal-lab=={version} (" in run.stderr, run.stderr
+    assert f"No matching distribution found for qsal-lab=={version}" in run.stderr, run.stderr
+    assert "QSAL_REPOSITORY=" + nbtools.GITHUB + "/OWNER/REPO" in run.stderr, run.stderr
+
+
+def test_install_cell_tries_the_repository_after_pypi(bare_python, tmp_path):
+    # a published copy names its repository: after PyPI fails, pip installs from there (here a
+    # local address that does not exist, so that both fail and the message names the last one tried)
+    missing = (tmp_path / "no-such-repository").as_uri()
+    run = run_install_cell(bare_python, (missing, "main"), tmp_path)
+    assert run.returncode == 1 and f"pip could not install qsal-lab @ git+{missing}@main (" in run.stderr, run.stderr
+    # an address the learner gave is the only one tried
+    run = run_install_cell(bare_python, ("", ""), tmp_path, QSAL_REPOSITORY=missing)
+    assert run.returncode == 1 and f"pip could not install qsal-lab @ git+{missing} (" in run.stderr, run.stderr
 
 
 def test_launch_cells_refuse_a_chapter_without_try_it_yourself(tmp_path):

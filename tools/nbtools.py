@@ -16,7 +16,8 @@ Conventions (the tests in tests/test_notebooks.py rely on them):
 * A code cell that calls a check function carries the cell tag `check` and the metadata
   `"qsal": {"expect": "<text>"}`: in the untouched exercise that cell must raise an error
   whose `Name: message` contains <text>; in the solution it must pass.
-* Every chapter's first code cell installs qsal_lab where it is missing (Colab), and a
+* Every chapter's first code cell installs qsal_lab where it is missing (Colab): qsal-lab==<the
+  book's version, qsal_lab.__version__> by name, else from the repository's address; and a
   markdown cell after its "## Try it yourself" section links the chapter's exercise with a
   Colab badge; solutions get the same install cell, and exercises inherit it. Both come from
   `launch-cells` and carry the metadata "qsal": {"launch": "install" | "badge"}; the
@@ -250,24 +251,45 @@ def install_spec(setting):
     return f"qsal-lab @ git+{url}@{branch}" if url else ""
 
 
-def install_cell_source(setting):
+def book_version(init=ROOT / "qsal_lab" / "__init__.py"):
+    """qsal_lab.__version__, read from the source (the one place it is written) without importing it."""
+    import ast
+
+    for node in ast.parse(Path(init).read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+            return node.value.value
+    raise ValueError(f"{init} sets no __version__")
+
+
+def install_cell_source(setting, version=None):
+    """The first code cell of every notebook: where qsal_lab is missing (Colab, a fresh Binder) it installs
+    qsal-lab==<the book's version> by name, else from the repository's address; where it is installed it
+    does nothing and prints nothing."""
+    version = version or book_version()
     spec = install_spec(setting)
-    return f"""# Installs qsal_lab where it is missing (Colab, a fresh Binder) and does nothing where it is
-# installed. SPEC is written by tools/nbtools.py launch-cells from the repository _config.yml names.
+    return f"""# Installs qsal_lab where it is missing (Colab, a fresh Binder) and does nothing where it is installed:
+# qsal-lab=={version} by name, else from the repository's address. tools/nbtools.py launch-cells writes
+# VERSION (qsal_lab.__version__) and REPOSITORY (from _config.yml; empty in the repository itself).
 import importlib.util
 
 if importlib.util.find_spec("qsal_lab") is None:
     import os, subprocess, sys
-    SPEC = {spec!r}
-    if os.environ.get("QSAL_REPOSITORY"):
-        SPEC = "qsal-lab @ git+" + os.environ["QSAL_REPOSITORY"]
-    if not SPEC:
-        sys.exit("qsal_lab is not installed and this copy names no repository to install it from: run "
+    VERSION = {version!r}
+    REPOSITORY = {spec!r}
+    specs = ["qsal-lab==" + VERSION] + ([REPOSITORY] if REPOSITORY else [])
+    if os.environ.get("QSAL_REPOSITORY"):  # an address you gave: install from there only
+        specs = ["qsal-lab @ git+" + os.environ["QSAL_REPOSITORY"]]
+    for spec in specs:
+        pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", spec], capture_output=True, text=True)
+        if pip.returncode == 0:
+            break
+        why = (pip.stderr.strip().splitlines() or [f"pip exited with {{pip.returncode}}"])[-1]
+    else:
+        sys.exit(f"qsal_lab is not installed and pip could not install {{spec}} ({{why}}): run "
                  "%env QSAL_REPOSITORY={GITHUB}/OWNER/REPO (on Colab: the two names after /github/ "
                  "in the address bar), then this cell again")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC], check=True)
     importlib.invalidate_caches()
-    print(f"installed {{SPEC}}; if Colab offers to restart the session, accept and go on from the next cell")"""
+    print(f"installed {{spec}}; if Colab offers to restart the session, accept and go on from the next cell")"""
 
 
 def colab_url(setting, path):
@@ -288,8 +310,8 @@ def badge_cell_source(exercise, setting):
     # path: makes MyST link the file as a download (a bare .ipynb path reads as a page)
     return (f"[![Open in Colab]({BADGE_IMAGE})](path:../{path})\n"
             f"This copy of the book names no GitHub repository, so the badge downloads `{path}`. In "
-            "Colab, open it with File, Upload notebook; its first code cell asks for the repository's "
-            "address (`%env QSAL_REPOSITORY=...`) and installs `qsal_lab`.")
+            "Colab, open it with File, Upload notebook; its first code cell installs `qsal-lab` by name "
+            "(and asks for the repository's address only if that fails).")
 
 
 def _content(nb):
