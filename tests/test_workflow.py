@@ -1,11 +1,13 @@
-"""The publishing workflow (.github/workflows/book.yml) cannot run here; this reads it and checks
-what it promises: triggers, Pages permissions, a build with real data, the Pages artifact and
-deployment, and that its config step gives the published book its repository and launch buttons
-while the committed _config.yml names no repository."""
+"""The workflows cannot run here; this reads them and checks what they promise. The publishing workflow
+(.github/workflows/book.yml): triggers, Pages permissions, a build with real data, the Pages artifact and
+deployment, and that its config step gives the published book its repository and launch buttons while
+the committed _config.yml names no repository. The release workflow (release.yml): a version tag builds
+the sdist and the wheel and publishes them to PyPI by trusted publishing, with no token."""
 import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,73 @@ def test_binder_installs_the_project_with_the_makefiles_pytorch():
     assert os.access(post_build, os.X_OK), "binder/postBuild must be executable (repo2docker runs it)"
     assert re.search(r"^python -m pip install .*-e \.$", post_build.read_text(), re.M)
     assert re.fullmatch(r"python-3\.\d+", (ROOT / "binder" / "runtime.txt").read_text().strip())
+
+
+# ----------------------------------------------------------------------------
+# .github/workflows/release.yml: a version tag builds the sdist and the wheel and publishes them to PyPI
+
+RELEASE = ROOT / ".github" / "workflows" / "release.yml"
+
+
+@pytest.fixture(scope="module")
+def release():
+    return yaml.safe_load(RELEASE.read_text())
+
+
+def named_step(workflow, job, words):
+    found = [s for s in steps(workflow, job) if words in s.get("name", "")]
+    assert len(found) == 1, f"job {job}: expected one step named '...{words}...'"
+    return found[0]
+
+
+def test_release_runs_on_version_tags_only(release):
+    on = release.get("on", release.get(True))
+    assert on == {"push": {"tags": ["v*"]}}
+    assert release["permissions"] == {"contents": "read"}, "only the publish job may ask for an OIDC token"
+
+
+def test_release_builds_checks_and_uploads_the_dists(release):
+    runs = "\n".join(s.get("run", "") for s in steps(release, "build"))
+    assert re.search(r"^python -m build$", runs, re.M), "the build job must run `python -m build` (sdist + wheel)"
+    assert "twine check --strict dist/*" in runs
+    upload = step_using(release, "build", "actions/upload-artifact")
+    assert upload["with"] == {"name": "dist", "path": "dist/"}
+
+
+def test_release_publishes_with_trusted_publishing_and_no_token(release):
+    publish = release["jobs"]["publish"]
+    assert publish["needs"] == "build"
+    assert publish["permissions"] == {"id-token": "write"}
+    assert publish["environment"]["name"] == "pypi"
+    download = step_using(release, "publish", "actions/download-artifact")
+    assert download["with"] == {"name": "dist", "path": "dist/"}
+    step = step_using(release, "publish", "pypa/gh-action-pypi-publish")
+    assert step["uses"].endswith("@release/v1") and not step.get("with"), "no password, token or repository URL"
+    assert "secrets." not in RELEASE.read_text(), "trusted publishing needs no secret"
+
+
+def test_release_refuses_a_tag_that_is_not_the_packages_version(release, tmp_path):
+    script = named_step(release, "build", "tag names the package's version")["run"]
+    version = re.search(r'__version__ = "([^"]+)"', (ROOT / "qsal_lab" / "__init__.py").read_text()).group(1)
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / f"qsal_lab-{version}-py3-none-any.whl").write_text("")
+    for tag, ok in ((f"v{version}", True), ("v99.0.0", False)):
+        run = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                             env={**os.environ, "GITHUB_REF_NAME": tag})
+        assert (run.returncode == 0) == ok, (tag, run.stderr)
+    assert "set __version__ in qsal_lab/__init__.py" in run.stderr
+
+
+def test_release_points_the_readmes_links_at_the_tag(release, tmp_path):
+    step = named_step(release, "build", "Absolute links in the README")
+    assert step["env"]["BLOB"] == "${{ github.server_url }}/${{ github.repository }}/blob/${{ github.ref_name }}"
+    script = re.search(r"<<'PY'\n(.*?)^\s*PY\s*$", step["run"], re.S | re.M).group(1)
+    (tmp_path / "README.md").write_text((ROOT / "README.md").read_text())
+    env = {**os.environ, "BLOB": "https://github.example/o/r/blob/v1", "RAW": "https://raw.example/o/r/v1"}
+    subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, env=env, check=True)
+    links = re.findall(r"(!?)\[[^\]]*\]\(([^)\s]+)\)", (tmp_path / "README.md").read_text())
+    assert links, "the README has no links to check"
+    relative = [target for _, target in links if not re.match(r"https?://|#", target)]
+    assert not relative, f"links PyPI's page could not follow: {relative}"
+    images = [target for image, target in links if image]
+    assert images and all(t.startswith("https://raw.example/o/r/v1/") for t in images), images
