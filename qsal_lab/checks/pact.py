@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from .common import CheckFailed, as_tensor, call, passed
+from .common import CheckFailed, allclose, as_tensor, call, close, mismatches, passed, quietly
 
 
 def _cases():
@@ -17,9 +17,9 @@ def _cases():
     return [(x, 2.0, 2), (x, 2.0, 3), (x * 0.75, 1.5, 4), (x * 3.0, 6.0, 8)]
 
 
-def _first_mismatch(got, want, x, what, atol=1e-5):
+def _first_mismatch(got, want, x, what):
     """'at x=.., expected .. but got ..' for the first element where got and want differ, or None."""
-    bad = ((got - want).abs() > atol + 1e-5 * want.abs()).nonzero().flatten()
+    bad = mismatches(got, want)
     if len(bad) == 0:
         return None
     i = int(bad[0])
@@ -52,7 +52,7 @@ def _forward_hint(got, x, alpha, bits):
         (torch.floor(y * n / alpha) * alpha / n, "You rounded down (floor); use torch.round, to the nearest level."),
     ]
     for wrong, hint in candidates:
-        if got.shape == wrong.shape and torch.allclose(got, wrong, atol=1e-5):
+        if allclose(got, wrong):
             return " " + hint
     return " PACT: y = clip(x, 0, alpha), then round(y * (2^k - 1) / alpha) * alpha / (2^k - 1)."
 
@@ -149,15 +149,15 @@ def check_pact_function(function):
         problem = _first_mismatch(gx, want_gx, x, f"gradient for x {where}")
         if problem:
             hint = " The straight-through estimator passes grad where 0 <= x < alpha and 0 elsewhere."
-            if torch.allclose(gx, grad):
+            if allclose(gx, grad):
                 hint = " You passed the gradient everywhere; zero it where x was clipped (x < 0 or x >= alpha)."
-            elif torch.allclose(gx, grad * (x < alpha)):
+            elif allclose(gx, grad * (x < alpha)):
                 hint = " Zero the gradient where x < 0 too: the clip to 0 is flat there."
-            elif torch.allclose(gx, grad * (x >= 0)):
+            elif allclose(gx, grad * (x >= 0)):
                 hint = " Zero the gradient where x >= alpha: those outputs are alpha, whatever x is (alpha gets that gradient)."
-            elif torch.allclose(gx, grad * ((x > 0) & (x < alpha))):
+            elif allclose(gx, grad * ((x > 0) & (x < alpha))):
                 hint = " Keep the gradient at x == 0 exactly (PACT's mask is 0 <= x < alpha)."
-            elif torch.allclose(gx, grad * ((x >= 0) & (x <= alpha))):
+            elif allclose(gx, grad * ((x >= 0) & (x <= alpha))):
                 hint = " At x == alpha the output is clipped: its gradient goes to alpha, not to x (use x < alpha)."
             raise CheckFailed(problem + "." + hint)
 
@@ -170,24 +170,29 @@ def check_pact_function(function):
             raise CheckFailed(f"backward returned None as the gradient for alpha {where}: return the sum of grad "
                               f"over the elements where x >= alpha.")
         got, want = ga.item(), want_ga.item()
-        if abs(got - want) > 1e-4 * max(1.0, abs(want)):
+        if not close(got, want, like=(ga,)):
             hint = " d y / d alpha is 1 where x >= alpha (the output is alpha there) and 0 elsewhere; sum grad times that mask."
             if edited_in_place:
                 hint = (" Your backward changed grad in place: grad_x = grad does not copy, so setting grad_x[...] = 0 "
                         "also zeroed grad where x >= alpha, before the alpha gradient was summed from it. Build a new "
                         "tensor instead, grad_x = grad * ((x >= 0) & (x < alpha)) (or start from grad.clone()).")
-            elif abs(got + want) < 1e-4 * max(1.0, abs(want)):
+            elif close(got, -want, like=(ga,)):
                 hint = " The sign is flipped: d y / d alpha = +1 where x >= alpha."
-            elif abs(got - (grad * (x > alpha)).sum().item()) < 1e-4:
+            elif close(got, (grad * (x > alpha)).sum().item(), like=(ga,)):
                 hint = " Include x == alpha in the mask (x >= alpha): the output there is alpha too."
-            elif abs(got - (grad * (x < alpha)).sum().item()) < 1e-4 or \
-                    abs(got - (grad * ((x >= 0) & (x < alpha))).sum().item()) < 1e-4:
+            elif close(got, (grad * (x < alpha)).sum().item(), like=(ga,)) or \
+                    close(got, (grad * ((x >= 0) & (x < alpha))).sum().item(), like=(ga,)):
                 hint = " The mask is inverted: alpha gets the gradient where x >= alpha (the clipped elements)."
-            elif abs(got - grad.sum().item()) < 1e-4:
+            elif close(got, grad.sum().item(), like=(ga,)):
                 hint = " You summed grad over all elements; keep only those where x >= alpha."
             raise CheckFailed(f"gradient for alpha {where}: expected {want:g}, got {got:g}.{hint}")
     passed(f"check_pact_function passed: outputs, x-gradients and alpha-gradients match qsal_lab.quant.PACT on "
             f"{len(_cases())} hand-made tensors.")
+
+
+# a loss and its gradients through a whole SmallCNN: float32 rounding adds up over its layers, and a different (but
+# right) order of operations in the learner's PACT may move an activation sitting on a rounding tie by one level
+MODEL_SCALE = 16
 
 
 class _PactLearnerModule(nn.Module):
@@ -230,8 +235,8 @@ def check_pact_qat(function, train_ds, test_ds, bits: int = 2, steps: int = 60, 
     def pact_alpha_l2_any(m):
         return sum(mod.alpha.pow(2) for mod in m.modules() if isinstance(mod, (PACT, _PactLearnerModule)))
 
-    x, alpha, _ = _cases()[0]
-    _function_outputs(function, x, alpha, bits, torch.ones_like(x))  # a clear message if it is unfinished
+    with quietly():  # the hand-made cases first: a mistake is named there, and never trains here
+        check_pact_function(function)
     torch.manual_seed(0)
     x, y = next(iter(make_loader(train_ds, batch_size=batch_size, train=True, seed=0)))
     model.eval(), reference.eval()  # no dropout, BN running stats: the two forwards are comparable
@@ -245,12 +250,12 @@ def check_pact_qat(function, train_ds, test_ds, bits: int = 2, steps: int = 60, 
     want = cross_entropy_loss(reference, x, y) + config.alpha_l2 * pact_alpha_l2(reference)
     loss.backward()
     want.backward()
-    if abs(loss.item() - want.item()) > 1e-4:
+    if not close(loss.item(), want.item(), scale=MODEL_SCALE):
         raise CheckFailed(f"SmallCNN with your PACT gives loss {loss.item():.5f} on a batch, the library's PACT "
                           f"{want.item():.5f}; run check_pact_function first.")
     for name in names:
         got, ref = model.get_submodule(name).alpha.grad, reference.get_submodule(name).alpha.grad
-        if got is None or abs(got.item() - ref.item()) > 1e-3 * max(1.0, abs(ref.item())):
+        if got is None or not close(got.item(), ref.item(), scale=8 * MODEL_SCALE):
             raise CheckFailed(f"alpha gradient of activation {name!r}: expected {ref.item():.5g}, got "
                               f"{None if got is None else round(got.item(), 5)}; run check_pact_function first.")
     # a short QAT run with the learner's PACT

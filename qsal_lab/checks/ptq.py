@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .common import CheckFailed, PER_TENSOR_HINT, as_float, call, passed
+from .common import CheckFailed, PER_TENSOR_HINT, as_float, call, close, passed, quietly
 
 
 def _pair(out, name):
@@ -36,10 +36,10 @@ def _qparams_hint(lo, hi, bits, scale, zero_point):
     if zero_point != round(zero_point):
         return " The zero-point must be an integer code: round -lo / scale to the nearest integer."
     lo0, hi0 = min(lo, 0.0), max(hi, 0.0)
-    if zero_point < 0 and abs(scale - (hi0 - lo0) / qmax) <= 1e-5 * abs(scale) and zero_point == -round(-lo0 / scale):
+    if zero_point < 0 and close(scale, (hi0 - lo0) / qmax) and zero_point == -round(-lo0 / scale):
         return " The zero-point has the wrong sign: it is the code of 0, round(-lo / scale), which is >= 0."
     exact = -lo0 / ((hi0 - lo0) / qmax)  # the code of 0 before rounding, with the right scale
-    if abs(scale - (hi0 - lo0) / qmax) <= 1e-5 * abs(scale) and abs(zero_point - round(exact)) == 1:
+    if close(scale, (hi0 - lo0) / qmax) and abs(zero_point - round(exact)) == 1:
         if zero_point == math.floor(exact):
             return (f" -lo / scale = {exact:.4g} and your zero_point is {zero_point:g}: the zero_point was "
                     f"truncated/floored (int() cuts the fraction off). Use round(): zero_point = round(-lo / scale).")
@@ -51,21 +51,22 @@ def _qparams_hint(lo, hi, bits, scale, zero_point):
     if not 0 <= zero_point <= qmax:
         return (f" The zero-point of {bits}-bit unsigned codes must lie in [0, {qmax}]; yours is {zero_point:g}. Widen the "
                 f"range to include 0 first (lo = min(lo, 0), hi = max(hi, 0)), then zero_point = round(-lo / scale).")
-    if abs(scale - (hi - lo) / qmax) <= 1e-6 * abs(scale) and (lo > 0 or hi < 0):
+    if close(scale, (hi - lo) / qmax) and (lo > 0 or hi < 0):
         return (" The range must include 0 (so that 0, e.g. a ReLU output or zero padding, is exact): "
                 "use lo = min(lo, 0) and hi = max(hi, 0) before computing the scale.")
-    if abs(scale - (hi0 - lo0) / 2**bits) <= 1e-6 * abs(scale):
+    if close(scale, (hi0 - lo0) / 2**bits):
         return f" {bits} bits give 2^{bits} codes but only 2^{bits} - 1 = {qmax} steps between them: divide by {qmax}."
     return ""
 
 
-def _compare(name, lo, hi, bits, got, context, zp_slack=0, scale_rtol=1e-5):
+def _compare(name, lo, hi, bits, got, context, zp_slack=0, slack=0.0):
     """Compare the learner's (scale, zero_point) with calc_qparams on [lo, hi]; raise a precise CheckFailed."""
     scale, zero_point = got
     want_scale, want_zp, exact_zp = _reference(lo, hi, bits)
-    near_half = abs(abs(exact_zp - int(exact_zp)) - 0.5) < 1e-3  # float rounding may go either way
+    # the case itself (not the learner's answer): a code of 0 near .5 may round either way in float32
+    near_half = abs(abs(exact_zp - int(exact_zp)) - 0.5) < 1e-3
     zp_ok = zero_point == round(zero_point) and (abs(zero_point - want_zp) <= max(zp_slack, int(near_half)))
-    if abs(scale - want_scale) <= scale_rtol * want_scale and zp_ok and 0 <= zero_point <= 2**bits - 1:
+    if close(scale, want_scale, slack=slack) and zp_ok and 0 <= zero_point <= 2**bits - 1:
         return
     raise CheckFailed(f"{name} for {context} at {bits} bits: expected scale={want_scale:.6g}, zero_point={want_zp} "
                       f"but got scale={scale:.6g}, zero_point={zero_point:g}."
@@ -98,12 +99,50 @@ def _check_state(observer, name):
             raise CheckFailed(f"after update(), {name}.{attr} is a tensor of shape {tuple(value.shape)}, one value "
                               f"per channel (x.amin(dim=...) or x.min(dim=...)). The observer keeps one number per "
                               f"tensor: the min/max over ALL elements, x.min() and x.max().")
+    lo, hi = getattr(observer, "min_val", None), getattr(observer, "max_val", None)
+    try:
+        swapped = lo is not None and hi is not None and float(lo) > float(hi)
+    except (TypeError, ValueError):
+        swapped = False
+    if swapped:
+        raise CheckFailed(f"after update(), {name}.min_val = {float(lo):.4g} is larger than {name}.max_val = "
+                          f"{float(hi):.4g}: the minimum and the maximum are swapped somewhere in update(x).")
+
+
+# what torch.quantile / np.quantile say when given a percent
+QUANTILE_ERRORS = [("in the range [0, 1]", "torch.quantile and np.quantile take q as a fraction, p / 100 (it is "
+                                           "np.percentile that takes percent)")]
+# percentile definitions (interpolation between neighbours, nearest rank) differ by up to a step of the sorted
+# values: at the cases' 10 000 evenly spread values, a scale may differ by this share (not precision, definitions)
+PERCENTILE_SLACK = 2e-3
+
+
+def _percentile_mistakes(batches, p):
+    """(what the learner did, (lo, hi) it gives) for the usual percentile-observer mistakes."""
+    flat = torch.cat([b.flatten() for b in batches])
+
+    def per_batch(q_low, q_high):
+        return ([torch.quantile(b.flatten(), q_low).item() for b in batches],
+                [torch.quantile(b.flatten(), q_high).item() for b in batches])
+    lows, highs = per_batch(1 - p / 100, p / 100)
+    tiny_lows, tiny_highs = per_batch((100 - p) / 10000, p / 10000)
+    out = [("the min/max instead of the percentiles", (flat.min().item(), flat.max().item())),
+           ("the percentiles of all batches together instead of averaging each batch's",
+            (torch.quantile(flat, 1 - p / 100).item(), torch.quantile(flat, p / 100).item())),
+           ("np.percentile with a fraction: np.percentile takes q in percent (99.9), np.quantile and torch.quantile "
+            "a fraction (0.999)", (sum(tiny_lows) / len(batches), sum(tiny_highs) / len(batches)))]
+    if len(batches) > 1:
+        out += [("the last batch's percentiles only; average the lows and the highs over all batches",
+                 (lows[-1], highs[-1])),
+                ("the sum of the batches' percentiles; divide by the number of batches to average them",
+                 (sum(lows), sum(highs)))]
+    return out
 
 
 def _feed(observer_cls, name, batches, *args):
     observer = call(observer_cls, name, *args)
     for x in batches:
-        call(observer.update, f"{name}.update", x.clone())
+        call(observer.update, f"{name}.update", x.clone(), hints=QUANTILE_ERRORS)
         _check_state(observer, name)
     return observer
 
@@ -155,6 +194,14 @@ def check_minmax_observer(observer_cls):
                         continue
                     raise CheckFailed(f"{e} Your observer only remembers the {which} batch: in update(x), keep the "
                                       f"smaller of the stored min and x.min() (and the larger of the maxima).") from None
+                scale, zero_point = got  # the range the learner's grid covers
+                got_lo, got_hi = -zero_point * scale, (2**bits - 1 - zero_point) * scale
+                if got_lo > min(lo, 0.0) + scale or got_hi < max(hi, 0.0) - scale:
+                    raise CheckFailed(f"{e} Your grid covers [{got_lo:.4g}, {got_hi:.4g}], less than the smallest and "
+                                      f"largest values seen: it looks like your observer averages (or smooths) the "
+                                      f"batches' minima and maxima. A min-max observer keeps the running extremes: in "
+                                      f"update(x), keep the smaller of the stored min and x.min() (and the larger of "
+                                      f"the maxima).") from None
             raise
     # compute() must not disturb the state: update -> compute -> update -> compute
     batches = cases[1][0]
@@ -162,7 +209,11 @@ def check_minmax_observer(observer_cls):
     call(observer.compute, "compute", 8)
     call(observer.update, "observer.update", batches[2].clone())
     got = _pair(call(observer.compute, "compute", 8), "compute")
-    _compare("compute()", -0.5, 4.0, 8, got, "compute() called after 2 of 3 batches and again after the third")
+    try:
+        _compare("compute()", -0.5, 4.0, 8, got, "compute() called after 2 of 3 batches and again after the third")
+    except CheckFailed as e:
+        raise CheckFailed(f"{e} compute() must not change what the observer has seen: it reads min_val and max_val "
+                          f"and leaves them as they are for the batches that follow.") from None
     passed(f"check_minmax_observer passed: your observer matches qsal_lab's MinMaxObserver on {len(cases) + 1} "
             f"hand-made calibration runs (running min/max, all-positive and all-negative data, 2 to 8 bits).")
 
@@ -196,15 +247,12 @@ def check_percentile_observer(observer_cls):
         got = _pair(call(observer.compute, "compute", bits), "compute")
         try:
             _compare("compute()", lo, hi, bits, got, f"{what} with percentile={p} (clip range [{lo:.4g}, {hi:.4g}])",
-                         zp_slack=1, scale_rtol=2e-3)
+                         zp_slack=1, slack=PERCENTILE_SLACK)
         except CheckFailed as e:
-            flat = torch.cat([b.flatten() for b in batches])
             hint = ""
-            for wrong, (wlo, whi) in (("the min/max instead of the percentiles", (flat.min().item(), flat.max().item())),
-                                      ("the percentiles of all batches together instead of averaging each batch's",
-                                       (torch.quantile(flat, 1 - p / 100).item(), torch.quantile(flat, p / 100).item()))):
+            for wrong, (wlo, whi) in _percentile_mistakes(batches, p):
                 try:
-                    _compare("", wlo, whi, bits, got, "", zp_slack=1, scale_rtol=2e-3)
+                    _compare("", wlo, whi, bits, got, "", zp_slack=1, slack=PERCENTILE_SLACK)
                     hint = f" It looks like you used {wrong}."
                     break
                 except CheckFailed:
@@ -224,6 +272,9 @@ def check_observer_calibration(observer_cls, model, calib_loader, test_loader=No
     calibration on the same batches; then report both models' test accuracy. Returns the dict."""
     from ..quant.ptq import ActQuantizer, MinMaxObserver, PTQConfig, calibrate, prepare_ptq, ptq_model
     from ..train import evaluate
+
+    with quietly():  # the hand-made cases first: a mistake is named there, and never passes here
+        check_minmax_observer(observer_cls)
 
     class LearnerObserver:
         """The learner's observer behind the interface ActQuantizer expects."""
@@ -258,7 +309,7 @@ def check_observer_calibration(observer_cls, model, calib_loader, test_loader=No
         rows.append((name, m.bits, m.observer.range.min_val.item(), m.observer.range.max_val.item(), scale,
                      zero_point))
         want_scale, want_zp = ref.scale.item(), ref.zero_point.item()
-        if not (abs(scale - want_scale) <= 1e-4 * want_scale and abs(zero_point - want_zp) <= 1):
+        if not (close(scale, want_scale) and abs(zero_point - want_zp) <= 1):
             raise CheckFailed(f"calibrated with your observer, the activation quantizer {name} ({m.bits} bits) gets "
                               f"scale={scale:.6g}, zero_point={zero_point:g}; qsal_lab's MinMaxObserver gives "
                               f"scale={want_scale:.6g}, zero_point={want_zp} on the same {num_batches} batches. "

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .common import CheckFailed, PER_TENSOR_HINT, as_float, as_tensor, call, passed
+from .common import CheckFailed, PER_TENSOR_HINT, as_float, as_tensor, call, close, mismatches, passed, quietly
 
 
 def _tensor(value, name, like, what):
@@ -14,14 +14,14 @@ def _tensor(value, name, like, what):
                      why_same_shape="quantization works element by element, so the shapes must match.")
 
 
-def _first_mismatch(got, want, atol):
-    """Flat index of the first element where got and want differ by more than atol, or None."""
-    bad = ((got.double() - want.double()).abs() > atol).flatten().nonzero()
+def _first_mismatch(got, want):
+    """Flat index of the first element where got and want differ (common.mismatches), or None."""
+    bad = mismatches(got, want)
     return None if len(bad) == 0 else int(bad[0])
 
 
-def _same(got, want, atol):
-    return _first_mismatch(got, want, atol) is None
+def _same(got, want):
+    return _first_mismatch(got, want) is None
 
 
 def _case_text(scale, zero_point, qmin, qmax):
@@ -29,10 +29,12 @@ def _case_text(scale, zero_point, qmin, qmax):
 
 
 # hand-made cases: (x, scale, zero_point, bits, signed); no x / scale sits near a .5 tie, so
-# round-half-to-even and round-half-up agree, and codes fall below qmin and above qmax.
+# round-half-to-even and round-half-up agree, and codes fall below qmin and above qmax. The 8-bit unsigned
+# case has codes above 127, which int8 cannot hold.
 _QUANTIZE_CASES = [
     (torch.tensor([[-1.37, -0.62, -0.13, 0.0], [0.17, 0.58, 1.31, 2.95]]), 0.2, 5, 4, False),
     (torch.tensor([-9.0, -2.31, -0.04, 0.0, 0.66, 3.13, 6.04, 7.9]), 0.05, 0, 8, True),
+    (torch.tensor([-0.31, -0.02, 0.0, 0.43, 0.91, 1.49, 2.37]), 0.01, 20, 8, False),
 ]
 
 
@@ -70,12 +72,12 @@ def _quantize_hint(quantize_fn, got, x, scale, zero_point, qmin, qmax):
             out = None
         others.append((out, _quantize_bugs(x2, scale2, zp2, *qrange(bits2, signed2))))
     for k, (variant, text) in enumerate(_quantize_bugs(x, scale, zero_point, qmin, qmax)):
-        if not _same(got, variant, 1e-6):
+        if not _same(got, variant):
             continue
-        if all(isinstance(out, torch.Tensor) and out.shape == bugs[k][0].shape and _same(out, bugs[k][0], 1e-6)
+        if all(isinstance(out, torch.Tensor) and out.shape == bugs[k][0].shape and _same(out, bugs[k][0])
                for out, bugs in others):
             return text
-    if not _same(got, got.double().round(), 1e-6):
+    if not _same(got, got.double().round()):
         return "The codes are not whole numbers: round x / scale with torch.round()."
     if ((got.double() < qmin) | (got.double() > qmax)).any():
         return "Some codes lie outside [qmin, qmax]: clamp them."
@@ -93,11 +95,11 @@ def check_quantize(quantize_fn):
         got = _tensor(call(quantize_fn, "quantize", x.clone(), scale, zp, qmin, qmax), "quantize", x,
                          "a tensor of integer codes")
         case = _case_text(scale, zp, qmin, qmax)
-        i = _first_mismatch(got, want, atol=1e-6)
+        i = _first_mismatch(got, want)
         if i is not None:
             xi, wi, gi = x.flatten()[i].item(), want.flatten()[i].item(), got.flatten()[i].item()
             where = (f"with {case}: for x={xi:g} (element {i}) expected code {wi:g}, got {gi:g}.")
-            if got.dtype in (torch.uint8, torch.int8, torch.int16) and _same(got, want.to(got.dtype), 1e-6):
+            if got.dtype in (torch.uint8, torch.int8, torch.int16) and _same(got, want.to(got.dtype)):
                 info = torch.iinfo(got.dtype)
                 raise CheckFailed(f"quantize() is not right yet {where} Your codes are {got.dtype}, which holds only "
                                   f"{info.min}..{info.max}: codes outside that range wrapped around when "
@@ -108,8 +110,8 @@ def check_quantize(quantize_fn):
         if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
             raise CheckFailed(f"quantize() returns the right codes but as {got.dtype}; codes are integers, which "
                               f"is what saves the memory: convert with .to(torch.int64) at the end.")
-    passed("check_quantize passed: your codes match qsal_lab.quant.quantize on 2 hand-made tensors "
-            "(4-bit unsigned with a zero point, 8-bit signed), clipping included.")
+    passed(f"check_quantize passed: your codes match qsal_lab.quant.quantize on {len(_QUANTIZE_CASES)} hand-made "
+           f"tensors (4-bit unsigned with a zero point, 8-bit signed, 8-bit unsigned), clipping included.")
 
 
 _DEQUANTIZE_CASES = [
@@ -127,7 +129,7 @@ def check_dequantize(dequantize_fn):
         want = dequantize(q, torch.tensor(scale), torch.tensor(zp))
         got = _tensor(call(dequantize_fn, "dequantize", q.clone(), scale, zp), "dequantize", q,
                          "a float tensor of real values")
-        i = _first_mismatch(got, want, atol=1e-5)
+        i = _first_mismatch(got, want)
         if i is not None:
             qi, wi, gi = q.flatten()[i].item(), want.flatten()[i].item(), got.flatten()[i].item()
             where = f"with scale={scale:g}, zero_point={zp}: for code q={qi} (element {i}) expected {wi:g}, got {gi:g}."
@@ -141,7 +143,7 @@ def check_dequantize(dequantize_fn):
                                              "keep it a float tensor."),
                 (((q - zp) * scale).round(), "The result was rounded to whole numbers: keep the float values."),
             ]
-            hint = next((text for variant, text in hints if _same(got, variant, 1e-5)), None)
+            hint = next((text for variant, text in hints if _same(got, variant)), None)
             raise CheckFailed(f"dequantize() is not right yet {where} "
                               f"{hint or 'Compute (q - zero_point) * scale.'}")
         if not got.is_floating_point():
@@ -178,19 +180,19 @@ def check_qparams_minmax(qparams_fn):
         want_scale, want_zp = (v.item() for v in calc_qparams(lo, hi, bits, symmetric=False, signed=False))
         n = 2**bits - 1
         case = f"for a tensor with min {lo:g} and max {hi:g} at {bits} bits (codes 0..{n})"
-        if abs(scale - want_scale) > 1e-6 * max(1.0, abs(want_scale)):
-            if abs(scale - (hi - lo) / n) < 1e-6 and (lo > 0 or hi < 0):
+        if not close(scale, want_scale, like=out):
+            if close(scale, (hi - lo) / n, like=out) and (lo > 0 or hi < 0):
                 hint = ("The range must contain 0, so that 0.0 (zero padding, ReLU outputs) is exactly "
                         "representable: use min(x.min(), 0) and max(x.max(), 0).")
-            elif abs(scale - want_scale * n / 2**bits) < 1e-6:
+            elif close(scale, want_scale * n / 2**bits, like=out):
                 hint = (f"{bits} bits give 2^{bits} = {2**bits} codes but only {n} steps between the lowest and "
                         f"the highest: divide the range by 2**bits - 1.")
-            elif abs(scale - want_scale * n) < 1e-6:
+            elif close(scale, want_scale * n, like=out):
                 hint = "Divide the range (max - min) by the number of steps, 2**bits - 1."
             else:
                 hint = "scale = (max - min) / (2**bits - 1), with the range widened to include 0."
             raise CheckFailed(f"qparams_minmax() returned scale {scale:g} {case}; expected {want_scale:g}. {hint}")
-        if abs(zp - round(zp)) > 1e-6:
+        if not close(zp, round(zp), like=out):
             raise CheckFailed(f"qparams_minmax() returned zero_point {zp:g} {case}; the zero point is an integer "
                               f"code (expected {want_zp}): round it with round() or torch.round().")
         if round(zp) != want_zp:
@@ -218,6 +220,8 @@ def check_quantization_roundtrip(quantize_fn, dequantize_fn, qparams_fn, x, bit_
     uniform-rounding prediction s^2 / 12, how many times smaller the MSE is than one bit fewer, and the SQNR."""
     from ..quant import calc_qparams, fake_quantize
 
+    with quietly():  # a function that fails its own check never gets a pass here
+        check_quantize(quantize_fn), check_dequantize(dequantize_fn), check_qparams_minmax(qparams_fn)
     x = torch.as_tensor(x, dtype=torch.float32)
     lo, hi = x.min().item(), x.max().item()
     mse = {}
@@ -241,7 +245,9 @@ def check_quantization_roundtrip(quantize_fn, dequantize_fn, qparams_fn, x, bit_
         diff = (x_hat.double() - want.double()).abs()
         # an exact .5 tie may round either way (torch.round rounds half to even): one step off is fine there
         tie = ((x / ref_scale - torch.floor(x / ref_scale)) - 0.5).abs() < 1e-4
-        bad = (diff > 1e-5) & ~(tie & (diff < ref_scale.item() * 1.001))
+        bad = torch.zeros(x.numel(), dtype=torch.bool)
+        bad[torch.from_numpy(mismatches(x_hat, want))] = True
+        bad = bad.view(x.shape) & ~(tie & (diff < ref_scale.item() * 1.001))
         if bad.any():
             i = int(bad.flatten().nonzero()[0])
             raise CheckFailed(f"at {bits} bits your quantize -> dequantize round trip gives "

@@ -155,8 +155,15 @@ def test_qat_check_trains_with_a_correct_function(mnist_small, capsys):
 
 def test_qat_check_catches_wrong_alpha_gradients(mnist_small):
     flipped = lambda g, x, a: (g * ((x >= 0) & (x < a)), -(g * (x >= a)).sum(), None)  # noqa: E731
-    with pytest.raises(CheckFailed, match="alpha gradient of activation 'features.2'"):
+    # the hand-made cases run first: the mistake gets their message before any training
+    with pytest.raises(CheckFailed, match="gradient for alpha .* The sign is flipped"):
         check_pact_qat(make_function(flipped), *mnist_small, steps=8, min_accuracy=0.8)
+
+    def flipped_on_images(g, x, a):  # right on the hand-made 1-D inputs, wrong on a model's 4-D activations
+        sign = -1 if x.dim() == 4 else 1
+        return g * ((x >= 0) & (x < a)), sign * (g * (x >= a)).sum(), None
+    with pytest.raises(CheckFailed, match="alpha gradient of activation 'features.2'"):
+        check_pact_qat(make_function(flipped_on_images), *mnist_small, steps=8, min_accuracy=0.8)
 
 
 def test_qat_check_reports_an_unfinished_exercise(mnist_small):

@@ -201,8 +201,17 @@ def test_check_observer_calibration_both_directions(tiny_ptq_setup, capsys):
     class LastBatchOnly(GoodMinMax):
         def update(self, x):
             self.min_val, self.max_val = x.min().item(), x.max().item()
-    with pytest.raises(CheckFailed, match="MinMaxObserver gives scale=.* on the same 3 batches"):
+    # the hand-made cases run first: the mistake gets their message, never a pass on the real model
+    with pytest.raises(CheckFailed, match="only remembers the last batch"):
         check_observer_calibration(LastBatchOnly, model, loader, num_batches=3)
+
+    class LastBigBatchOnly(GoodMinMax):  # right on the hand-made batches, wrong on a model's activations
+        def update(self, x):
+            if x.numel() > 1000:
+                self.min_val = self.max_val = None
+            super().update(x)
+    with pytest.raises(CheckFailed, match="MinMaxObserver gives scale=.* on the same 3 batches"):
+        check_observer_calibration(LastBigBatchOnly, model, loader, num_batches=3)
 
 
 def test_check_asymmetric_qparams_catches_a_truncated_zero_point():
@@ -247,7 +256,7 @@ def test_minmax_observer_checks_name_a_per_channel_state(tiny_ptq_setup):
     with pytest.raises(CheckFailed, match=message):
         check_minmax_observer(PerChannelMinMax)
     model, loader = tiny_ptq_setup
-    with pytest.raises(CheckFailed, match=r"observer\.min_val is a tensor of shape \(1, 28, 28\), one value per "
+    with pytest.raises(CheckFailed, match=r"observer\.min_val is a tensor of shape \(3, 4, 4\), one value per "
                                           r"channel"):
         check_observer_calibration(PerChannelMinMax, model, loader, num_batches=3)
 
