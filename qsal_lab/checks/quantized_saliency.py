@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import CheckFailed, call, passed
+from .common import CheckFailed, allclose, call, mismatches, passed, quietly
 
 
 def _reference(a, b) -> np.ndarray:
@@ -61,7 +61,15 @@ def _variants(a, b) -> dict:
     pa, pb = _pixels(a), _pixels(b)
     ordinal = lambda p: np.argsort(np.argsort(p, axis=1, kind="stable"), axis=1).astype(float)  # noqa: E731
     average = lambda p: rankdata(p, axis=1)  # noqa: E731
+    positions = lambda p: np.argsort(p, axis=1, kind="stable").astype(float)  # noqa: E731
+
+    def textbook(u, v):  # 1 - 6 sum d^2 / (n (n^2 - 1)): Spearman's formula for data without ties
+        n = u.shape[1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1 - 6 * ((u - v) ** 2).sum(1) / (n * (n * n - 1))
     return {
+        "textbook": textbook(average(pa), average(pb)),
+        "argsort": _pearson_rows(positions(pa), positions(pb)),
         "pearson": _pearson_rows(pa, pb),
         "ordinal": _pearson_rows(ordinal(pa), ordinal(pb)),
         "signed": _pearson_rows(average(_pixels(a, "signed")), average(_pixels(b, "signed"))),
@@ -70,12 +78,18 @@ def _variants(a, b) -> dict:
 
 
 HINTS = {
+    "textbook": "That is the textbook formula 1 - 6 sum(d^2) / (n (n^2 - 1)), which equals Spearman's correlation only "
+                "when no two scores tie. With ties (equal scores, a map zero everywhere) take the Pearson correlation "
+                "of the average ranks.",
+    "argsort": "argsort gives positions, not ranks: argsort(s)[0] is WHERE the smallest score sits, not the rank of "
+               "pixel 0. A pixel's rank is its place in the sorted order, the argsort of the argsort (or "
+               "scipy.stats.rankdata, which also gives tied scores their average rank).",
     "pearson": "That is the Pearson correlation of the values. Spearman correlates their RANKS: rank each map's pixels "
                "(scipy.stats.rankdata, or torch argsort of argsort without ties), then take the Pearson correlation of "
                "the ranks.",
     "ordinal": "Your ranks break ties by position (argsort of argsort). Tied values must share their average rank "
-               "(scipy.stats.rankdata's default, method='average'): the many exactly-zero pixels of a map would "
-               "otherwise get different ranks in an order that means nothing.",
+               "(scipy.stats.rankdata's default, method='average'): equal scores would otherwise get different "
+               "ranks in an order that means nothing (the reading order of the pixels).",
     "signed": "You ranked the signed maps: a large negative value is as salient as a large positive one. Rank the "
               "magnitudes, map.abs() (added up over the channels).",
     "abs_of_sum": "Add the channels' magnitudes, map.abs().sum(1), not the magnitude of their sum, map.sum(1).abs().",
@@ -102,6 +116,10 @@ def _cases():
     a[:, 1] *= -2.0
     b[0] = a[0] + 0.3 * torch.randn(2, 5, 5, generator=g)
     cases.append(("2 maps with 2 channels, 5x5", a, b))
+    a = torch.randn(3, 1, 6, 6, generator=g)
+    b = a + 0.5 * torch.randn(3, 1, 6, 6, generator=g)
+    b[1] = 0.0  # a W2A2 model's gradient can be zero on a whole digit
+    cases.append(("3 maps of 6x6, map_b of image 1 zero everywhere", a, b))
     return cases
 
 
@@ -111,21 +129,25 @@ def check_rank_agreement(rank_agreement_fn):
     for what, a, b in cases:
         got = _numbers(call(rank_agreement_fn, "rank_agreement", a.clone(), b.clone()), len(a))
         want = _reference(a, b)
-        bad = np.nonzero(~np.isclose(got, want, atol=1e-6, rtol=0, equal_nan=True))[0]
+        bad = mismatches(got, want, magnitude=1.0)
         if not len(bad):
             continue
         i = int(bad[0])
         message = (f"rank_agreement() on {what}: expected {np.round(want, 4).tolist()} but got "
                    f"{np.round(got, 4).tolist()} (first difference: image {i}).")
+        if np.isnan(want[i]):
+            raise CheckFailed(f"{message} One of image {i}'s maps is zero everywhere: all its pixels tie, so it has "
+                              f"no ranks to correlate and the correlation is 0 / 0, nan, not a number you choose "
+                              f"(the means over images skip nan; a 0 would count as 'no agreement').")
         for mistake, wrong in _variants(a, b).items():
-            if np.allclose(got, wrong, atol=1e-6, equal_nan=True):
+            if allclose(got, wrong, magnitude=1.0):
                 raise CheckFailed(f"{message} {HINTS[mistake]}")
-        if np.any(np.abs(got) > 1 + 1e-9):
+        if np.any(np.abs(got) > 1) and len(mismatches(np.clip(got, -1, 1), got, magnitude=1.0)):
             raise CheckFailed(f"{message} A correlation lies between -1 and 1.")
         raise CheckFailed(f"{message} Per image: pixel scores map.abs().sum(1) flattened, their average ranks "
                           f"(scipy.stats.rankdata), then the Pearson correlation of the two rank vectors.")
     passed(f"check_rank_agreement passed: your rank_agreement() matches qsal_lab.saliency.spearman on {len(cases)} "
-           f"hand-made cases (signed maps, a sign flip, ties, two channels).")
+           f"hand-made cases (signed maps, a sign flip, ties, two channels, a map zero everywhere).")
 
 
 def check_agreement_by_bits(rank_agreement_fn, maps: dict, reference: str = "float", threshold: float = 0.5) -> dict:
@@ -135,13 +157,15 @@ def check_agreement_by_bits(rank_agreement_fn, maps: dict, reference: str = "flo
     if reference not in maps:
         raise ValueError(f"maps has no {reference!r} entry to compare with; it has: {', '.join(maps)}")
     ref = maps[reference]
+    with quietly():  # the hand-made cases first: a mistake is named there, and never passes here
+        check_rank_agreement(rank_agreement_fn)
     out = {}
     for label, m in maps.items():
         if label == reference:
             continue
         got = _numbers(call(rank_agreement_fn, "rank_agreement", ref.clone(), m.clone()), len(ref))
         want = _reference(ref, m)
-        bad = np.nonzero(~np.isclose(got, want, atol=1e-6, rtol=0, equal_nan=True))[0]
+        bad = mismatches(got, want, magnitude=1.0)
         if len(bad):
             i = int(bad[0])
             raise CheckFailed(f"rank_agreement({reference}, {label}) on image {i}: expected {want[i]:.4f} (qsal_lab's "

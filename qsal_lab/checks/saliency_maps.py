@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..saliency.masking import replace_pixels
-from .common import CheckFailed, call, passed
+from .common import CheckFailed, allclose, call, close, mismatches, passed, quietly
 
 __all__ = ["replace_pixels", "check_topk_iou", "check_topk_iou_on_maps", "check_removal_curve",
            "check_removal_curve_on_model"]
@@ -83,8 +83,9 @@ def _numbers(value, name: str, n: int, what: str, per: str) -> np.ndarray:
     return array.reshape(n)
 
 
-def _first_difference(got: np.ndarray, want: np.ndarray, atol: float) -> int | None:
-    bad = np.nonzero(~np.isclose(got, want, atol=atol, rtol=0, equal_nan=True))[0]
+def _first_difference(got: np.ndarray, want: np.ndarray) -> int | None:
+    """The first index where the learner's numbers (IoUs, accuracies: fractions) differ from `want`, or None."""
+    bad = mismatches(got, want, magnitude=1.0)
     return int(bad[0]) if len(bad) else None
 
 
@@ -119,6 +120,8 @@ def _iou_variants(map_a, map_b, k):
     for c in {max(1, round(k)), int(k)}:  # k used as a number of pixels
         if c != count:
             out["count"] = _iou(_top(sa, c), _top(sb, c))
+    n = len(sa)  # every image's pixels ranked together: the batch's top n * count
+    out["batch"] = _iou(_top(sa.reshape(1, -1), n * count).reshape(n, -1), _top(sb.reshape(1, -1), n * count).reshape(n, -1))
     return out
 
 
@@ -136,6 +139,8 @@ def _iou_hint(mistake, k, pixels, shape):
         "ties": f"Several pixels tie at the k-th largest |map| value, and `score >= threshold` keeps all of them: more "
                 f"than round(k * H * W) = {count} pixels. Take exactly {count} (torch.topk or argsort), whichever "
                 f"of the tied ones.",
+        "batch": "You ranked the pixels of the whole batch together: rank each image's own pixels (along dim=1 of "
+                 "an (N, H*W) score), so that every image gets its own top-k set.",
         "truncated": f"k * H * W = {k * pixels:g} pixels here: round it to {count}. int() truncates it to "
                      f"{int(k * pixels)}.",
         "count": K_HINT + f" (here round({k:g} * {pixels}) = {count}).",
@@ -177,10 +182,10 @@ def _tie_tolerant(got: np.ndarray, want: np.ndarray, map_a, map_b, k) -> np.ndar
     count = max(1, round(k * sa.shape[1]))
     want = want.copy()
     for i in range(len(want)):
-        if np.isnan(got[i]) or abs(got[i] - want[i]) < 1e-6:
+        if np.isnan(got[i]) or close(got[i], want[i]):
             continue
         least, most = _intersection_range(sa[i], sb[i], count)
-        if any(abs(got[i] - j / (2 * count - j)) < 1e-6 for j in range(least, most + 1)):
+        if any(close(got[i], j / (2 * count - j)) for j in range(least, most + 1)):
             want[i] = got[i]
     return want
 
@@ -220,14 +225,14 @@ def check_topk_iou(topk_iou_fn):
         got = _numbers(call(topk_iou_fn, "topk_iou", a.clone(), b.clone(), k, hints=COUNT_ERRORS), "topk_iou", n,
                        "one IoU per image (a tensor of N numbers)", "image")
         want = _tie_tolerant(got, _reference_iou(a, b, k), a, b, k)  # another tie-break is just as right
-        i = _first_difference(got, want, atol=1e-6)
+        i = _first_difference(got, want)
         if i is None:
             continue
         message = (f"topk_iou() on {what}: expected {_fmt(want)} but got {_fmt(got)} (first difference: image {i}).")
         if np.isnan(got[i]):
             raise CheckFailed(f"{message} A nan IoU is 0 / 0: both top sets were empty. {K_HINT}.")
         for mistake, wrong in _iou_variants(a, b, k).items():
-            if _first_difference(got, wrong, atol=1e-6) is None:
+            if _first_difference(got, wrong) is None:
                 raise CheckFailed(f"{message} {_iou_hint(mistake, k, pixels, a.shape)}")
         if np.any((got < 0) | (got > 1)):
             raise CheckFailed(f"{message} An IoU lies between 0 and 1: |A & B| / |A | B|.")
@@ -243,13 +248,15 @@ def check_topk_iou_on_maps(topk_iou_fn, maps: dict, k: float = 0.1):
     names = list(maps)
     if len(names) < 2:
         raise ValueError(f"check_topk_iou_on_maps needs maps of at least two methods, got {names}")
+    with quietly():  # the hand-made cases first: a mistake is named there, and never passes here
+        check_topk_iou(topk_iou_fn)
     result = {}
     for first, second in itertools.combinations(names, 2):
         a, b = maps[first], maps[second]
         got = _numbers(call(topk_iou_fn, "topk_iou", a.clone(), b.clone(), k, hints=COUNT_ERRORS), "topk_iou",
                        len(a), "one IoU per image (a tensor of N numbers)", "image")
         want = _tie_tolerant(got, _reference_iou(a, b, k), a, b, k)
-        i = _first_difference(got, want, atol=1e-6)
+        i = _first_difference(got, want)
         if i is not None:
             raise CheckFailed(f"topk_iou({first}, {second}, k={k:g}) on image {i}: expected {want[i]:.4f} (qsal_lab's "
                               f"topk_iou), got {got[i]:.4f}. Pass check_topk_iou first: it names the usual mistakes.")
@@ -352,19 +359,19 @@ def _diagnose_set(chosen, score_maps, k, fraction):
 
 def _diagnose_values(seen, x, mask, seed, fractions, index):
     """Why the replaced values differ from replace_pixels(x, mask, Generator().manual_seed(seed))."""
-    if torch.allclose(seen, replace_pixels(x, mask, torch.Generator().manual_seed(0)), atol=1e-6) and seed != 0:
+    if allclose(seen, replace_pixels(x, mask, torch.Generator().manual_seed(0))) and seed != 0:
         return f"the noise was drawn with seed 0; use the seed argument (here {seed}): torch.Generator().manual_seed(seed)."
     for skip_zero in (True, False):  # one generator for the whole curve instead of a fresh one per fraction
         g = torch.Generator().manual_seed(seed)
         for f in fractions[:index]:
             if f > 0 or not skip_zero:
                 torch.rand(x.shape, generator=g)
-        if index > 0 and torch.allclose(seen, replace_pixels(x, mask, g), atol=1e-6):
+        if index > 0 and allclose(seen, replace_pixels(x, mask, g)):
             return ("you drew the noise for every fraction from one generator. Seed a fresh one for each fraction, "
                     "replace_pixels(x, mask, torch.Generator().manual_seed(seed)), so every fraction and every map "
                     "get the same noise and curves differ only in which pixels go.")
     m = mask.reshape(len(x), 1, *x.shape[-2:]).expand_as(x)
-    if seen[m].numel() and torch.allclose(seen[m], seen[m].flatten()[0].expand(int(m.sum())), atol=1e-6):
+    if seen[m].numel() and allclose(seen[m], seen[m].flatten()[0].expand(int(m.sum()))):
         return (f"every removed pixel holds the same value ({seen[m].flatten()[0].item():.4g}): replace them with "
                 "replace_pixels(x, mask, generator), uniform noise in each image's range, not a constant.")
     return ("replace the removed pixels with replace_pixels(x, mask, torch.Generator().manual_seed(seed)): a fresh "
@@ -375,7 +382,7 @@ def _accuracy_hint(got, want, n):
     for wrong, hint in ((100 * want, "Return accuracies as fractions in [0, 1], not percentages."),
                         (want * n, f"That is the number of correct images; divide by the {n} images."),
                         (1 - want, "That is the error rate; return the accuracy, the share of correct predictions.")):
-        if abs(got - wrong) < 1e-6:
+        if close(got, wrong):
             return " " + hint
     return " Accuracy = (model(x_removed).argmax(1) == y).float().mean()."
 
@@ -413,12 +420,12 @@ def _watched_curve(removal_curve_fn, inner, x, y, maps, fractions, seed, where, 
             if not bool(_valid_top(changed, score, k).all()):
                 raise CheckFailed(f"{at}: {_diagnose_set(changed, maps, k, f)}")
             want_seen = replace_pixels(x, changed, torch.Generator().manual_seed(seed))
-            if not torch.allclose(seen, want_seen, atol=1e-6):
+            if not allclose(seen, want_seen):
                 raise CheckFailed(f"{at}: the right pixels were removed, but "
                                   f"{_diagnose_values(seen, x, changed, seed, fractions, index)}")
         with torch.no_grad():
             want = float((inner(seen).argmax(1) == y).float().mean())
-        if abs(got[index] - want) > 1e-6:
+        if not close(got[index], want):
             raise CheckFailed(f"{at}: the model got {want:.4g} of the images you passed it right, but your curve "
                               f"says {got[index]:.4g}.{_accuracy_hint(got[index], want, n)}")
     return got
@@ -437,7 +444,7 @@ def check_removal_curve(removal_curve_fn):
         got = _watched_curve(removal_curve_fn, inner, x, y, maps, fractions, seed, where, pass_seed=seed != 0)
         if not has_ties:  # with no ties to break, the library's curve is the same to the last digit
             want = removal_curve(inner, x, y, maps, fractions, seed=seed).accuracy
-            i = _first_difference(got, np.asarray(want), atol=1e-6)
+            i = _first_difference(got, np.asarray(want))
             if i is not None:
                 raise CheckFailed(f"{where}: expected {_fmt(want)} (qsal_lab's removal_curve) but got {_fmt(got)}.")
     passed(f"check_removal_curve passed: your removal_curve() removes the same pixels, with the same noise, and "
@@ -452,6 +459,8 @@ def check_removal_curve_on_model(removal_curve_fn, model, x, y, maps: dict, frac
     returns {name: RemovalCurve} with your accuracies, which qsal_lab.saliency.plot_removal_curves draws."""
     from ..saliency import RemovalCurve, random_saliency, removal_curve
 
+    with quietly():  # the hand-made cases first: a mistake is named there, and never passes here
+        check_removal_curve(removal_curve_fn)
     fractions = tuple(float(f) for f in fractions)
     all_maps = {**maps, "random": random_saliency(x, seed)}
     span = fractions[-1] - fractions[0]
@@ -468,7 +477,7 @@ def check_removal_curve_on_model(removal_curve_fn, model, x, y, maps: dict, frac
     print(f"{'maps':<{width}} {'your area':>10} {'qsal_lab':>9}")
     for name, area, ref in rows:
         print(f"{name:<{width}} {area:>10.4f} {ref:>9.4f}")
-    ties = [name for name, area, ref in rows if abs(area - ref) > 1e-9]
+    ties = [name for name, area, ref in rows if not close(area, ref)]
     if ties:
         print(f"({', '.join(ties)}: some pixels tie at the k-th largest |map|, e.g. exact zeros, and your tie-break "
               f"removed others than qsal_lab's, which takes the first in reading order; both are right)")

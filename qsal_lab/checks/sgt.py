@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .common import CheckFailed, call, passed
+from .common import CheckFailed, allclose, call, passed, quietly, tolerance
 
 FRACTION_HINT = ("fraction is a share of the pixels (0.5 = half of them), not a count: replace "
                  "k = round(fraction * H * W) pixels per image")
@@ -87,9 +87,9 @@ def _diagnose_pixels(chosen, saliency, fraction):
             return head + f" {fraction:g} * {pixels} = {fraction * pixels:g}: round it to {k}; int() truncates."
         threshold = score.sort(dim=1).values[:, k - 1:k] if k else None
         if threshold is not None and bool((chosen == (score <= threshold)).all()):
-            return (head + " Several pixels tie at the k-th smallest |saliency| (on MNIST, the black background often "
-                           "has exactly zero gradient), and `score <= threshold` selects all of them. Take exactly k "
-                           "(torch.topk(..., largest=False) or argsort), whichever of the tied ones.")
+            return (head + " Several pixels tie at the k-th smallest |saliency| (here the background's saliency is "
+                           "exactly 0, as a quantized model's whole map can be), and `score <= threshold` selects all of "
+                           "them. Take exactly k (torch.topk(..., largest=False) or argsort), whichever of the tied ones.")
         return head
     if _is_extreme_set(chosen, score, k, least=False):
         return ("you masked the MOST salient pixels. SGT masks the LEAST salient ones, the pixels the model should be "
@@ -128,17 +128,18 @@ def _diagnose_values(x, masked, mask):
                 f"the least salient pixels are. Replace them with uniform noise between each image channel's minimum "
                 f"and maximum: low + (high - low) * torch.rand(x.shape, generator=generator).")
     per_image = [new_i for new_i in masked.masked_select(m).split([int(mi.sum()) for mi in m])]
-    if all(len(v) > 1 and torch.allclose(v, v[:1].expand_as(v)) for v in per_image if len(v)):
+    if all(len(v) > 1 and allclose(v, v[:1].expand_as(v)) for v in per_image if len(v)):
         return ("every masked pixel of an image holds the same value: a constant fill draws the outline of what was "
                 "removed. Replace with uniform noise, low + (high - low) * torch.rand(x.shape, generator=generator).")
     lo, hi = low[m], high[m]
-    outside = (new < lo - 1e-6) | (new > hi + 1e-6)
+    _, atol = tolerance(masked, magnitude=float(x.abs().max()))  # a value on the range's edge is inside
+    outside = (new < lo - atol) | (new > hi + atol)
     if outside.any():
         j = int(outside.nonzero()[0])
         batch_lo, batch_hi = x.amin().item(), x.amax().item()
         hint = ("the range of each image's own channel: low = x.amin(dim=(2, 3), keepdim=True) and "
                 "high = x.amax(dim=(2, 3), keepdim=True), then low + (high - low) * torch.rand(...)")
-        if torch.all((new >= batch_lo - 1e-6) & (new <= batch_hi + 1e-6)):
+        if torch.all((new >= batch_lo - atol) & (new <= batch_hi + atol)):
             hint = "the range of each image's own channel, not of the whole batch: " + hint.split(": ", 1)[1]
         return (f"a replaced value, {new[j].item():.4g}, lies outside its image channel's range "
                 f"[{lo[j].item():.4g}, {hi[j].item():.4g}]. Draw the noise uniformly in {hint}.")
@@ -147,6 +148,22 @@ def _diagnose_values(x, masked, mask):
         return (f"the replaced values sit at {u.mean().item():.0%} of their images' ranges on average: draw them "
                 f"uniformly over the whole range, low + (high - low) * torch.rand(...), not Gaussian or shifted noise.")
     return None
+
+
+def _diagnose_generator(sgt_mask_fn, x, saliency, fraction, masked):
+    """Why the noise does not come from `generator`, or None: the same seed must give the same noise (training
+    runs are reproducible), another seed other noise."""
+    again, _ = _unpack(call(sgt_mask_fn, "sgt_mask", x.clone(), saliency.clone(), fraction,
+                            torch.Generator().manual_seed(1), hints=COUNT_ERRORS), x)
+    other, _ = _unpack(call(sgt_mask_fn, "sgt_mask", x.clone(), saliency.clone(), fraction,
+                            torch.Generator().manual_seed(2), hints=COUNT_ERRORS), x)
+    if torch.equal(again, masked) and not torch.equal(other, masked):
+        return None
+    what = ("two calls with generators seeded alike gave different noise" if not torch.equal(again, masked) else
+            "generators seeded differently gave the same noise")
+    return (f"the noise does not come from the `generator` argument: {what}. Draw it with the generator you are "
+            f"given (torch.rand(..., generator=generator)), not from the global random state (torch.rand_like, or "
+            f"torch.rand without generator=), so that a seeded run is reproducible.")
 
 
 # ----------------------------------------------------------------------------- (a) the masking step
@@ -183,7 +200,8 @@ def check_sgt_mask(sgt_mask_fn):
             raise CheckFailed(f"sgt_mask() on {what}: it changed x itself (in place). Build a new tensor, e.g. "
                               f"torch.where(mask, noise, x), and leave x as it was.")
         masked, mask = _unpack(result, x)
-        problem = _diagnose_pixels(mask, saliency, fraction) or _diagnose_values(x, masked, mask)
+        problem = _diagnose_pixels(mask, saliency, fraction) or _diagnose_values(x, masked, mask) or \
+            _diagnose_generator(sgt_mask_fn, x, saliency, fraction, masked)
         if problem:
             raise CheckFailed(f"sgt_mask() on {what}: {problem}")
     passed(f"check_sgt_mask passed on {len(cases)} hand-made batches: exactly round(fraction * H * W) pixels per image, "
@@ -201,6 +219,8 @@ def check_sgt_mask_on_models(sgt_mask_fn, models: dict, x: torch.Tensor, y: torc
     "saliency", "accuracy", "kl"}}."""
     from ..saliency import input_saliency, kl_to_masked
 
+    with quietly():  # the hand-made cases first: a mistake is named there, and never passes here
+        check_sgt_mask(sgt_mask_fn)
     out = {}
     for name, model in models.items():
         model.eval()

@@ -11,7 +11,8 @@ from qsal_lab.checks.quantized_saliency import check_agreement_by_bits, check_ra
 
 def pearson(u, v):
     u, v = u - u.mean(), v - v.mean()
-    return float((u * v).sum() / np.sqrt((u * u).sum() * (v * v).sum()))
+    with np.errstate(invalid="ignore", divide="ignore"):  # a map zero everywhere: nan
+        return float((u * v).sum() / np.sqrt((u * u).sum() * (v * v).sum()))
 
 
 def written(map_a, map_b, score=lambda m: m.abs().sum(1), rank=rankdata):
@@ -78,7 +79,13 @@ def test_agreement_by_bits_prints_and_returns_means(capsys):
     assert list(out) == ["W8A8", "W2A2"] and out["W8A8"] > 0.9 and out["W2A2"] < 0.5
     text = capsys.readouterr().out
     assert "first below 0.5: W2A2" in text and "check_agreement_by_bits passed" in text
-    with pytest.raises(CheckFailed, match=r"rank_agreement\(float, W8A8\) on image 0.*Pass check_rank_agreement"):
+    # the hand-made cases run first: a mistake fails with their message, never with a pass on real maps
+    with pytest.raises(CheckFailed, match=r"rank_agreement\(\) on 4 signed 6x6 maps.*Pearson correlation of the values"):
         check_agreement_by_bits(lambda a, b: written(a, b, rank=lambda p: p), maps)
+
+    def values_on_big_maps(a, b):  # right on the hand-made maps, wrong on 5 maps
+        return written(a, b, rank=(lambda p: p) if len(a) == 5 else rankdata)
+    with pytest.raises(CheckFailed, match=r"rank_agreement\(float, W8A8\) on image 0.*Pass check_rank_agreement"):
+        check_agreement_by_bits(values_on_big_maps, maps)
     with pytest.raises(ValueError, match="no 'fp' entry"):
         check_agreement_by_bits(written, maps, reference="fp")

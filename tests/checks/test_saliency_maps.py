@@ -119,9 +119,15 @@ def test_check_topk_iou_on_maps_both_directions(capsys):
     assert result["saliency", "ig"] == result["ig", "saliency"]
     with pytest.raises(CheckFailed, match=r"topk_iou\(\) returned None"):
         check_topk_iou_on_maps(lambda a, b, k: None, maps)
+    # the hand-made cases run first: a mistake gets their message, never a pass on real maps
+    with pytest.raises(CheckFailed, match=r"topk_iou\(\) on 4 signed 6x6 maps.*LEAST salient"):
+        check_topk_iou_on_maps(iou_with(largest=False), maps)
+
+    def ascending_on_8x8(map_a, map_b, k):  # right on the hand-made maps, wrong on 8x8 maps
+        return iou_with(largest=map_a.shape[-1] != 8)(map_a, map_b, k)
     with pytest.raises(CheckFailed, match=r"topk_iou\(saliency, ig, k=0.1\) on image \d: expected .* Pass "
                                           r"check_topk_iou first"):
-        check_topk_iou_on_maps(iou_with(largest=False), maps)
+        check_topk_iou_on_maps(ascending_on_8x8, maps)
 
 
 def test_intersection_range_is_what_every_tie_break_gives():
@@ -292,5 +298,10 @@ def test_check_removal_curve_on_model_both_directions(capsys):
     assert curves["noise"].accuracy[0] == 1.0
     with pytest.raises(CheckFailed, match=r"removal_curve\(\) returned None"):
         check_removal_curve_on_model(lambda *a: None, model, x, y, maps, fractions)
-    with pytest.raises(CheckFailed, match=r"with the noise maps, fraction 0.1: ranked ascending"):
+    with pytest.raises(CheckFailed, match=r"on 6 images of 6x6 with signed maps, fraction 0.1: ranked ascending"):
         check_removal_curve_on_model(curve_with(largest=False), model, x, y, maps, fractions)
+
+    def ascending_on_10x10(model, x, *rest):  # right on the hand-made cases, wrong on 10x10 images
+        return curve_with(largest=x.shape[-1] != 10)(model, x, *rest)
+    with pytest.raises(CheckFailed, match=r"with the noise maps, fraction 0.1: ranked ascending"):
+        check_removal_curve_on_model(ascending_on_10x10, model, x, y, maps, fractions)

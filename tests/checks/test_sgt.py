@@ -102,5 +102,11 @@ def test_on_models_reports_accuracy_and_kl(capsys):
     assert set(out["tiny"]) >= {"masked", "mask", "accuracy", "kl"} and out["tiny"]["kl"] >= 0
     assert int(out["tiny"]["mask"].sum()) == 6 * 32
     assert "check_sgt_mask_on_models passed" in capsys.readouterr().out
-    with pytest.raises(CheckFailed, match="on the tiny model's digits: you masked the MOST salient"):
+    # the hand-made cases run first: a mistake fails with their message, never with a pass on real digits
+    with pytest.raises(CheckFailed, match="on 4 images of 6x6 .*: you masked the MOST salient"):
         check_sgt_mask_on_models(lambda x, s, f, g: written(x, s, f, g, largest=True), {"tiny": model}, x, y)
+
+    def most_salient_on_big_images(x, s, f, g):  # right on the hand-made batches, wrong on 8x8 digits
+        return written(x, s, f, g, largest=x.shape[-1] == 8 and x.shape[0] == 6)
+    with pytest.raises(CheckFailed, match="on the tiny model's digits: you masked the MOST salient"):
+        check_sgt_mask_on_models(most_salient_on_big_images, {"tiny": model}, x, y)
