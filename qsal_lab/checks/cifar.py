@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import nn
 
-from .common import CheckFailed, as_tensor, call, passed
+from .common import CheckFailed, allclose, as_tensor, call, close, mismatches, passed, quietly
 
 __all__ = ["check_quantize_weight", "check_layer_errors", "check_quantize_weights", "weight_layers",
            "reference_layer_errors"]
 
 EDGE_BITS = 8  # the first and the last weight layer keep 8-bit weights
+# a relative error sums the squares of a whole layer's weights: float32 rounding adds up over thousands of terms
+SUM_SCALE = 16
 
 # what torch says when a (C,) scale meets a (C, I, kh, kw) weight
 BROADCAST_HINT = ("a per-channel scale has one number per output channel, shape (C,); reshape it to (C, 1, 1, 1) "
                   "for a conv weight (scale.view(-1, *[1] * (w.dim() - 1))) so that it divides each channel's "
                   "weights")
 SHAPE_ERRORS = [("must match the size of tensor", BROADCAST_HINT), ("expanded size", BROADCAST_HINT)]
+# what torch says to `m.weight = tensor` (a Parameter must stay a Parameter)
+ASSIGN_ERRORS = [("cannot assign", "a weight is an nn.Parameter: assign the quantized values into it, under "
+                                   "torch.no_grad(): m.weight.copy_(quantize(m.weight, bits, per_channel))")]
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -87,6 +93,15 @@ def _quantize_hint(got, w, bits, per_channel):
             candidates.append((_scaled(w, bits, True, dims=other_dims),
                                "Your scales run along the wrong dimension: one per INPUT channel (dim 1). An output "
                                "channel is dim 0: max|w| over w[c] for each c, w.flatten(1).abs().amax(dim=1)."))
+        last = w.dim() - 1
+        for dims, what in (((0,), "over dim 0 (amax(dim=0)), which gives one scale per position of the other "
+                                  "dimensions, shared by all output channels"),
+                           ((last,), f"over the last dimension only (amax(dim={last}) or dim=-1), which gives one "
+                                     f"scale per row of the last axis, not per output channel")):
+            candidates.append((_scaled(w, bits, True, dims=dims),
+                               f"Your scales run along the wrong axis: you took max|w| {what}. A per-channel scale "
+                               f"is the largest |w| of each output channel w[c] (dim 0 indexes them), taken over all "
+                               f"its other dimensions: w.flatten(1).abs().amax(dim=1), one number per row."))
     else:
         candidates.append((_scaled(w, bits, True),
                            "per_channel=False must use ONE scale for the whole tensor (w.abs().max()); you gave "
@@ -115,7 +130,7 @@ def _quantize_hint(got, w, bits, per_channel):
         (w, "The output equals the input: nothing was rounded. w_q = round(w / scale) * scale."),
     ]
     for wrong, hint in candidates:
-        if got.shape == wrong.shape and torch.allclose(got, wrong, rtol=1e-5, atol=1e-7):
+        if allclose(got, wrong):
             return " " + hint
     return (" Symmetric narrow range: scale = max|w| / (2^(k-1) - 1) (per output channel or per tensor), "
             "w_q = round(w / scale) * scale.")
@@ -144,9 +159,9 @@ def check_quantize_weight(quantize_weight):
         if not torch.equal(given, w):
             raise CheckFailed(f"{where} changed w in place; compute w_q in a new tensor (w / scale, not w.div_).")
         want = _reference(w, bits, per_channel)
-        bad = ((got - want).abs() > 1e-6 + 1e-5 * want.abs()).nonzero()
+        bad = mismatches(got, want)
         if len(bad):
-            i = tuple(int(v) for v in bad[0])
+            i = tuple(int(v) for v in np.unravel_index(int(bad[0]), tuple(w.shape)))
             raise CheckFailed(f"{where}: at w{list(i)} = {w[i].item():.6g} expected {want[i].item():.6g}, got "
                               f"{got[i].item():.6g} ({len(bad)} of {w.numel()} weights differ)."
                               + _quantize_hint(got, w, bits, per_channel))
@@ -203,7 +218,7 @@ def _layer_errors_hint(got, model, bits, layer, w, want):
         "over_q": "You divided by the quantized weights' energy; divide by the float weights', (w**2).sum().",
     }
     for what, v in variants:
-        if torch.allclose(g, v, rtol=1e-4, atol=1e-12):
+        if all(close(a, b, magnitude=0, scale=SUM_SCALE) for a, b in zip(g.tolist(), v.tolist())):
             return " " + hints[what]
     return (" Each error is the relative MSE of that layer's weight, ((w_q - w)**2).sum() / (w**2).sum(), with w_q = "
             "quantize(w, bits, per_channel=False) first and per_channel=True second.")
@@ -227,6 +242,10 @@ def check_layer_errors(layer_errors, model: nn.Module, bits: int = 4, show: int 
         model.load_state_dict(frozen)
         raise CheckFailed("layer_errors() changed the model's weights; measure the error of a quantized COPY "
                           "(w_q = quantize(m.weight, ...)), never assign it to m.weight. (The model was restored.)")
+    not_names = [k for k in got if not isinstance(k, str)]
+    if not_names:
+        raise CheckFailed(f"layer_errors()'s keys must be the layers' names, strings as model.named_modules() gives "
+                          f"them (e.g. 'layer1.0.conv1'); got a key of type {type(not_names[0]).__name__}.")
     layers = dict(weight_layers(model))
     missing = [n for n in layers if n not in got]
     extra = [n for n in got if n not in layers]
@@ -243,7 +262,7 @@ def check_layer_errors(layer_errors, model: nn.Module, bits: int = 4, show: int 
     want = reference_layer_errors(model, bits)
     for name, module in layers.items():
         pair = _pair(got[name], "layer_errors", name)
-        if any(abs(a - b) > 1e-4 * abs(b) + 1e-12 for a, b in zip(pair, want[name])):
+        if not all(close(a, b, magnitude=0, scale=SUM_SCALE) for a, b in zip(pair, want[name])):
             raise CheckFailed(f"layer_errors()[{name!r}] at {bits} bits: expected (per-tensor {want[name][0]:.5g}, "
                               f"per-channel {want[name][1]:.5g}), got ({pair[0]:.5g}, {pair[1]:.5g})."
                               + _layer_errors_hint(pair, model, bits, name, module.weight, want[name]))
@@ -283,12 +302,15 @@ def check_quantize_weights(quantize_weights, model: nn.Module, test_loader, bits
     from ..train import evaluate
 
     quantize = quantize or symmetric_weight
+    if quantize is not symmetric_weight:  # the learner's quantizer: its own check first, quietly
+        with quietly():
+            check_quantize_weight(quantize)
     frozen = {k: v.clone() for k, v in model.state_dict().items()}
     layers = weight_layers(model)
     first, last = layers[0][0], layers[-1][0]
     copies = {}
     for per_channel in (False, True):
-        q = call(quantize_weights, "quantize_weights", model, bits, per_channel, symmetric_weight)
+        q = call(quantize_weights, "quantize_weights", model, bits, per_channel, symmetric_weight, hints=ASSIGN_ERRORS)
         if q is None:
             raise CheckFailed("quantize_weights() returned None: fill in its TODO so that it returns the quantized "
                               "copy of the model.")
@@ -307,20 +329,19 @@ def check_quantize_weights(quantize_weights, model: nn.Module, test_loader, bits
                 raise CheckFailed(f"the returned model has no weight layer {name!r}; keep the model's structure "
                                   f"(copy.deepcopy), change only the weights.")
             w, w_ref = mine[name].weight.detach(), ref.weight.detach()
-            if w.shape == w_ref.shape and torch.allclose(w, w_ref, rtol=1e-5, atol=1e-8):
+            if allclose(w, w_ref):
                 continue
             original = model.get_submodule(name).weight.detach()
             edge = name in (first, last)
             how = f"per_channel={per_channel}"
-            if edge and torch.allclose(w, _reference(original, bits, per_channel), rtol=1e-5, atol=1e-8):
+            if edge and allclose(w, _reference(original, bits, per_channel)):
                 hint = (f"{name} is the {'first' if name == first else 'last'} weight layer: it keeps {EDGE_BITS}-bit "
                         f"weights, like every quantized model in the book (quantize(w, 8, per_channel)).")
-            elif not edge and torch.allclose(w, _reference(original, EDGE_BITS, per_channel), rtol=1e-5, atol=1e-8):
+            elif not edge and allclose(w, _reference(original, EDGE_BITS, per_channel)):
                 hint = f"only the first and the last layer keep {EDGE_BITS} bits; {name} gets `bits` ({bits})."
             elif torch.equal(w, original):
                 hint = "its weight is the float one: assign the quantized weight (with torch.no_grad(): m.weight.copy_(...))."
-            elif w.shape == w_ref.shape and torch.allclose(w, _reference(original, bits if not edge else EDGE_BITS,
-                                                                         not per_channel), rtol=1e-5, atol=1e-8):
+            elif allclose(w, _reference(original, bits if not edge else EDGE_BITS, not per_channel)):
                 hint = "you passed the opposite per_channel to quantize; pass the per_channel you were given."
             else:
                 hint = "w_q = quantize(m.weight, bits, per_channel), 8 bits for the first and last layer."
@@ -332,7 +353,7 @@ def check_quantize_weights(quantize_weights, model: nn.Module, test_loader, bits
             q = call(quantize_weights, "quantize_weights", model, bits, per_channel, quantize)
             mine, want = dict(weight_layers(q)), dict(weight_layers(copies[per_channel]))
             for name, ref in want.items():
-                if not torch.allclose(mine[name].weight.detach(), ref.weight.detach(), rtol=1e-5, atol=1e-8):
+                if not allclose(mine[name].weight.detach(), ref.weight.detach()):
                     raise CheckFailed(f"with your quantize_weight, layer {name!r} (per_channel={per_channel}) differs "
                                       f"from the library's quantizer; run check_quantize_weight first.")
             copies[per_channel] = q

@@ -13,11 +13,9 @@ model and says whether it was chosen on the validation split or, wrongly, on the
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from .common import CheckFailed, as_float, call, passed
+from .common import CheckFailed, as_float, call, close, passed
 
 CONVENTION = "predicted positive (pneumonia) when p >= threshold"
 
@@ -57,42 +55,38 @@ def _pair(result, name):
             as_float(values[1], name, "specificity (second value)"))
 
 
-def _close(a, b, tol=1e-9):
-    return math.isclose(a, b, rel_tol=1e-9, abs_tol=tol)
-
-
 def _diagnose_rates(got, y, p, t):
     """The usual mistake behind a wrong (sensitivity, specificity), or None."""
     sens, spec, tp, fn, tn, fp = _rates(y, p, t)
     s_sens, s_spec, *_ = _rates(y, p, t, strict=True)
     gs, gp = got
     where = f"(threshold {t:g}, {tp + fn} positives and {tn + fp} negatives)"
-    if _close(gs, sens) and _close(gp, spec):
+    if close(gs, sens) and close(gp, spec):
         return None
-    if _close(gs, 100 * sens) and _close(gp, 100 * spec):
+    if close(gs, 100 * sens) and close(gp, 100 * spec):
         return f"your values are percentages ({gs:.1f}, {gp:.1f}); return fractions in [0, 1] ({sens:.4f}, {spec:.4f})."
-    if _close(gs, spec) and _close(gp, sens):
+    if close(gs, spec) and close(gp, sens):
         return (f"sensitivity and specificity are swapped {where}: sensitivity is the share of the POSITIVES "
                 f"(pneumonia, y = 1) that are flagged, TP / (TP + FN) = {sens:.4f}; specificity the share of the "
                 f"negatives that are cleared, TN / (TN + FP) = {spec:.4f}.")
-    if _close(gs, s_sens) and _close(gp, s_spec):
+    if close(gs, s_sens) and close(gp, s_spec):
         return (f"you flag a case only when p > threshold; the convention is {CONVENTION}: a score exactly on "
                 f"the threshold counts as positive {where}.")
-    if _close(gs, 1 - sens) and _close(gp, 1 - spec):
+    if close(gs, 1 - sens) and close(gp, 1 - spec):
         return f"you flag the cases BELOW the threshold; {CONVENTION}."
-    if _close(gs, tp) or _close(gp, tn):
+    if close(gs, tp) or close(gp, tn):
         return f"you returned counts (TP = {tp}, TN = {tn}); divide: TP / (TP + FN) and TN / (TN + FP)."
-    if tp + fp and _close(gs, tp / (tp + fp)):
+    if tp + fp and close(gs, tp / (tp + fp)):
         return (f"your sensitivity is TP / (TP + FP) = {gs:.4f}, the precision (PPV): the share of the flagged that "
                 f"are sick. Sensitivity divides by all the sick: TP / (TP + FN) = {sens:.4f} {where}.")
-    if tn + fn and _close(gp, tn / (tn + fn)):
+    if tn + fn and close(gp, tn / (tn + fn)):
         return (f"your specificity is TN / (TN + FN) = {gp:.4f}, the NPV: the share of the cleared that are healthy. "
                 f"Specificity divides by all the healthy: TN / (TN + FP) = {spec:.4f} {where}.")
     accuracy = (tp + tn) / len(y)
-    if _close(gs, accuracy) or _close(gp, accuracy):
+    if close(gs, accuracy) or close(gp, accuracy):
         return (f"{accuracy:.4f} is the accuracy over all cases; sensitivity counts the positives only, specificity "
                 f"the negatives only {where}.")
-    if _close(gs, tp / len(y)) or _close(gp, tn / len(y)):
+    if close(gs, tp / len(y)) or close(gp, tn / len(y)):
         return (f"you divided by the number of all cases ({len(y)}); sensitivity divides by the positives "
                 f"({tp + fn}), specificity by the negatives ({tn + fp}).")
     return (f"expected sensitivity {sens:.4f} and specificity {spec:.4f} {where}, got {gs:.4f} and {gp:.4f}. "
@@ -112,21 +106,37 @@ def check_sensitivity_specificity(fn):
 
 # ----------------------------------------------------------------------------- the threshold for a target sensitivity
 
-def _best_threshold(y, p, target):
-    """The right answer: the highest distinct score whose `p >= score` reaches the target sensitivity."""
+def _reaches(sensitivity, target):
+    """sensitivity >= target, up to rounding (a float32 7/8 is not quite 0.875)."""
+    return sensitivity >= target or close(sensitivity, target)
+
+
+def _best_threshold(y, p, target, strict=False):
+    """The right answer: the highest distinct score whose `p >= score` reaches the target sensitivity (with
+    strict=True: the mistake, whose sensitivity must exceed the target)."""
     for t in sorted(set(np.asarray(p, dtype=np.float64).tolist()), reverse=True):
-        if _rates(y, p, t)[0] >= target - 1e-12:
+        sensitivity = _rates(y, p, t)[0]
+        if (sensitivity > target and not close(sensitivity, target)) if strict else _reaches(sensitivity, target):
             return t
     return float(np.min(p))
 
 
 def _threshold_cases():
-    """(y, p, target) on validation-like scores with ties and a target that falls between two positives."""
+    """(y, p, target) on validation-like scores with ties: targets that fall between two positives (0.95, 0.85 of 30)
+    and one reached exactly (0.5 = 15 of 30, exact in float32 too), where `>` and `>=` choose differently."""
     rng = np.random.default_rng(9)
     y = np.r_[np.ones(30, dtype=np.int64), np.zeros(20, dtype=np.int64)]
     p = np.round(np.r_[rng.beta(5, 2, 30), rng.beta(2, 5, 20)], 2)  # rounded: ties, some across classes
     order = rng.permutation(len(y))
-    return [(y[order], p[order], 0.9), (y[order], p[order], 0.95), (y[order], p[order], 0.5)]
+    return [(y[order], p[order], 0.85), (y[order], p[order], 0.95), (y[order], p[order], 0.5)]
+
+
+def _snap(t, p):
+    """t, or the score of p it equals up to rounding: a threshold taken from float32 scores is a score too, although
+    float32(0.55) > 0.55 would leave the case scored 0.55 unflagged."""
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    nearest = float(p[np.argmin(np.abs(p - t))])
+    return nearest if close(t, nearest) else t
 
 
 def _read_threshold(value, name):
@@ -141,31 +151,38 @@ def _read_threshold(value, name):
 
 def _diagnose_threshold(t, y, p, target, name):
     best = _best_threshold(y, p, target)
+    if np.array_equal(p >= t, p >= best):  # any threshold that flags the same cases is as right
+        return None
     sens, spec, *_ = _rates(y, p, t)
     b_sens, b_spec, *_ = _rates(y, p, best)
     where = f"(target sensitivity {target:g}, {int(y.sum())} positives)"
-    if t > 1 and _close(t / 100, best):
+    if t > 1 and close(t / 100, best):
         return f"{name}() returned {t:g}: a percentage. Scores and thresholds are probabilities in [0, 1] ({best:g})."
-    if sens < target - 1e-12:
+    if not _reaches(sens, target):
         return (f"at your threshold {t:g} the sensitivity is only {sens:.3f}, below the target {target:g} {where}; "
                 f"{CONVENTION}, so the threshold must be low enough to flag that share of the positives: the "
                 f"highest such threshold is {best:g}.")
-    if _close(t, float(np.min(p))) and not _close(best, t):
+    if close(t, float(np.min(p))):
         return (f"{name}() returned the lowest score ({t:g}): it flags everyone. Among the thresholds that reach the "
                 f"target, take the HIGHEST ({best:g}, specificity {b_spec:.3f}): it flags the fewest healthy cases.")
-    if spec < b_spec - 1e-12:
-        return (f"your threshold {t:g} reaches the target (sensitivity {sens:.3f}) but flags more healthy cases than "
-                f"needed: specificity {spec:.3f}, against {b_spec:.3f} at the highest threshold that still reaches "
-                f"{target:g} ({best:g}) {where}. Lower the threshold from 1 and stop at the first that reaches it.")
-    return None
+    strict = _best_threshold(y, p, target, strict=True)
+    if np.array_equal(p >= t, p >= strict):
+        return (f"at {best:g} the sensitivity is {b_sens:.4f}, exactly the target {target:g} {where}, and your "
+                f"function went past it to {t:g}: a sensitivity equal to the target reaches it. Compare with "
+                f">= target, not > target.")
+    more = "healthy cases" if spec < b_spec else "cases"
+    return (f"your threshold {t:g} reaches the target (sensitivity {sens:.3f}) but flags more {more} than needed: "
+            f"specificity {spec:.3f}, against {b_spec:.3f} at the highest threshold that still reaches {target:g} "
+            f"({best:g}) {where}. Lower the threshold from 1, through the scores that occur in p, and stop at the "
+            f"first that reaches it.")
 
 
 def check_threshold_for_sensitivity(fn):
     """fn(y_val, p_val, target) -> the highest threshold whose sensitivity (p >= threshold) reaches target."""
     name = "threshold_for_sensitivity"
     for y, p, target in _threshold_cases():
-        t = _read_threshold(call(fn, name, y.copy(), p.copy(), target), name)
-        if _close(t, target) and not _close(t, _best_threshold(y, p, target)):
+        t = _snap(_read_threshold(call(fn, name, y.copy(), p.copy(), target), name), p)
+        if close(t, target) and not close(t, _best_threshold(y, p, target)):
             raise CheckFailed(f"{name}() returned the target itself ({t:g}); return the threshold (a score) at "
                               f"which the sensitivity first reaches the target.")
         problem = _diagnose_threshold(t, y, p, target, name)
@@ -186,6 +203,7 @@ def check_operating_point(threshold, val, test, target: float):
     t = as_float(threshold, "threshold", hint="e.g. with float(...)")
     (yv, pv), (yt, pt) = val, test
     yv, pv, yt, pt = (np.asarray(a).reshape(-1) for a in (yv, pv, yt, pt))
+    t = _snap(t, pv)
     if not 0 <= t <= 1:
         raise CheckFailed(f"threshold is {t:g}; a threshold on P(pneumonia) lies in [0, 1].")
     on_val, on_test = _best_threshold(yv, pv, target), _best_threshold(yt, pt, target)

@@ -229,5 +229,12 @@ def test_check_quantize_weights_names_the_usual_mistakes(folded, loader):
         check_quantize_weights(lambda m, b, pc, q: copy.deepcopy(m), folded, loader)
     with pytest.raises(CheckFailed, match="opposite per_channel"):
         check_quantize_weights(lambda m, b, pc, q: good_quantize_weights(m, b, not pc, q), folded, loader)
-    with pytest.raises(CheckFailed, match="with your quantize_weight, layer .* run check_quantize_weight first"):
+    # the learner's own quantizer goes through its check first: its mistake is named there
+    with pytest.raises(CheckFailed, match=r"quantize_weight\(w of shape .* You rounded down \(floor\)"):
         check_quantize_weights(good_quantize_weights, folded, loader, quantize=quantize_with(rounding=torch.floor))
+
+    def floor_on_resnet(w, bits, per_channel):  # right on the hand-made weights (6 or 5 rows), wrong on ResNet-20
+        rounding = torch.floor if w.shape[0] not in (5, 6) else torch.round
+        return quantize_with(rounding=rounding)(w, bits, per_channel)
+    with pytest.raises(CheckFailed, match="with your quantize_weight, layer .* run check_quantize_weight first"):
+        check_quantize_weights(good_quantize_weights, folded, loader, quantize=floor_on_resnet)
