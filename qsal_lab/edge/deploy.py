@@ -39,12 +39,13 @@ MODEL_NAMES = {"smallcnn": "SmallCNN", "resnet20": "ResNet-20", "resnet18": "Res
 
 
 def build_bundle(checkpoint, out, calib: int = 512, method: str = "minmax", samples: int = 8,
-                 root=None, seed: int = 1) -> Path:
+                 root=None, seed: int = 1, progress: bool = True) -> Path:
     """Write the bundle for `checkpoint` (a float qsal checkpoint or its folder) into `out`; returns `out`.
 
     calib: training images of the checkpoint's dataset used to calibrate the int8 model's activations.
     samples: test images written to samples/ with the logits of both models (0 for none).
     root: the data root (default $QSAL_DATA). Files in `out` with the bundle's names are replaced.
+    progress=False: no calibration bar.
     """
     import torch
 
@@ -75,7 +76,7 @@ def build_bundle(checkpoint, out, calib: int = 512, method: str = "minmax", samp
                 "class_names": list(info.class_names), "mean": list(info.mean), "std": list(info.std)}
     fp32 = export_onnx(model, out / "model_fp32.onnx", input_shape=shape, metadata=metadata)
     int8 = quantize_onnx(fp32, out / "model_int8.onnx", make_loader(calib_ds, batch_size=64),
-                         num_batches=-(-calib // 64), method=method)
+                         num_batches=-(-calib // 64), method=method, progress=progress)
 
     labels = {"dataset": info.display_name, "dataset_key": info.name, "standin": info.standin, "task": info.task,
               "classes": [str(c) for c in info.class_names]}

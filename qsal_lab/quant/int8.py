@@ -149,14 +149,14 @@ def _strip_debug_metadata(proto):
 # ----------------------------------------------------------------------------- quantization
 
 def quantize_onnx(fp32_path, out_path, calib_loader, num_batches: int = 8, method: str = "minmax",
-                  per_channel: bool = True) -> Path:
+                  per_channel: bool = True, progress: bool = True) -> Path:
     """Static int8 quantization of an fp32 .onnx file with ONNX Runtime (QDQ format).
 
     Weights: int8, symmetric, one scale per output channel (per_channel=True).
     Activations: uint8 with a scale and zero point per tensor, from the ranges seen on
     `num_batches` batches of `calib_loader` (a DataLoader of (x, y)), summarised by `method`:
     'minmax' (full observed range), 'percentile' (clip the 0.001 % tails) or 'entropy'
-    (the clipping that keeps the histogram's KL divergence smallest).
+    (the clipping that keeps the histogram's KL divergence smallest). progress=False: no calibration bar.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -170,7 +170,7 @@ def quantize_onnx(fp32_path, out_path, calib_loader, num_batches: int = 8, metho
         raise FileNotFoundError(f"no ONNX model at {fp32_path}; create it with export_onnx(model, path)")
     if fp32_path.resolve() == out_path.resolve():
         raise ValueError(f"out_path must differ from fp32_path ({fp32_path}): keep the fp32 model")
-    reader = _LoaderReader(calib_loader, num_batches, OnnxClassifier(fp32_path))
+    reader = _LoaderReader(calib_loader, num_batches, OnnxClassifier(fp32_path), progress)
 
     def write(tmp):
         pre = Path(tmp).with_suffix(".pre.onnx")
@@ -198,11 +198,11 @@ def quantize_onnx(fp32_path, out_path, calib_loader, num_batches: int = 8, metho
 class _LoaderReader:
     """Feeds ONNX Runtime's calibrator the first `num_batches` inputs of a torch DataLoader."""
 
-    def __init__(self, loader, num_batches, fp32_model):
+    def __init__(self, loader, num_batches, fp32_model, progress=True):
         self.batches = iter(loader)
         self.num_batches, self.batches_read, self.model = num_batches, 0, fp32_model
         total = min(num_batches, len(loader)) if hasattr(loader, "__len__") else num_batches
-        self.progress = tqdm(total=total, desc="calibrate", leave=False)
+        self.progress = tqdm(total=total, desc="calibrate", leave=False, disable=not progress)
 
     def get_next(self):
         if self.batches_read == self.num_batches:
