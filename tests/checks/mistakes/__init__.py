@@ -176,7 +176,7 @@ def render() -> str:
                   f"{len(ex.correct)} right alternatives.", "",
                   "| mistake | the check's message says |", "| --- | --- |"]
         for what, (_, words) in ex.mistakes.items():
-            lines.append(f"| {what} | {' … '.join(_md(w) for w in words)} |")
+            lines.append(f"| {what.replace('|', chr(92) + '|')} | {' … '.join(_md(w) for w in words)} |")
         lines += ["", "Accepted: " + "; ".join(ex.correct) + ".", ""]
     lines.append(END)
     return "\n".join(lines) + "\n"

@@ -51,7 +51,7 @@ EXERCISES = [
             "the signed map ranked": (edit(IOU, ("maps.abs().sum(1)", "maps.sum(1)")), ("signed map", "map.abs()")),
             "the least salient pixels": (edit(IOU, ("score.topk(count, dim=1)", "score.topk(count, dim=1, largest=False)")),
                                          ("LEAST salient",)),
-            "|sum over channels|": (edit(IOU, ("maps.abs().sum(1)", "maps.sum(1).abs()")), ("not the magnitude of their sum",)),
+            "the magnitude of the channel sum": (edit(IOU, ("maps.abs().sum(1)", "maps.sum(1).abs()")), ("not the magnitude of their sum",)),
             "divided by k (Dice)": (edit(IOU, ("(a | b).sum(1)", "a.sum(1)")), ("IoU divides by the union",)),
             "every tied pixel kept": (
                 edit(IOU, ("torch.zeros_like(score, dtype=torch.bool).scatter_(1, score.topk(count, dim=1).indices, True)",

@@ -32,7 +32,7 @@ EXERCISES = [
             "the most salient pixels": (edit(MASK, ("largest=False", "largest=True")), ("MOST salient",)),
             "the signed saliency ranked": (edit(MASK, ("saliency.abs().sum(1)", "saliency.sum(1)")),
                                            ("ranked the signed saliency",)),
-            "|sum over channels|": (edit(MASK, ("saliency.abs().sum(1)", "saliency.sum(1).abs()")),
+            "the magnitude of the channel sum": (edit(MASK, ("saliency.abs().sum(1)", "saliency.sum(1).abs()")),
                                     ("not the magnitude of their sum",)),
             "int() for round()": (edit(MASK, ("k = round(fraction * h * w)", "k = int(fraction * h * w)")), ("int() truncates",)),
             "fraction as a count": (edit(MASK, ("score.topk(k,", "score.topk(fraction,")), ("fraction is a share",)),

@@ -39,7 +39,7 @@ EXERCISES = [
                 ("share their average rank",)),
             "the signed maps ranked": (edit(RANKS, ("map_a.abs().sum(1)", "map_a.sum(1)"), ("map_b.abs().sum(1)", "map_b.sum(1)")),
                                        ("ranked the signed maps",)),
-            "|sum over channels|": (edit(RANKS, ("map_a.abs().sum(1)", "map_a.sum(1).abs()"), ("map_b.abs().sum(1)", "map_b.sum(1).abs()")),
+            "the magnitude of the channel sum": (edit(RANKS, ("map_a.abs().sum(1)", "map_a.sum(1).abs()"), ("map_b.abs().sum(1)", "map_b.sum(1).abs()")),
                                     ("not the magnitude of their sum",)),
             "0 for a map zero everywhere": (edit(RANKS, ("    return result", "    return np.nan_to_num(result)")),
                                             ("zero everywhere", "nan")),
