@@ -164,15 +164,10 @@ def test_check_measure_on_model():
 
 from qsal_lab.checks.edge_benchmarking import check_agreement  # noqa: E402
 
+from .mistakes import solution_object  # noqa: E402
 
-def good_agreement(reference, device):
-    ref = {p["input"]: p for p in reference["predictions"]}
-    dev = {p["input"]: p for p in device["predictions"]}
-    names = sorted(ref.keys() & dev.keys())
-    different = [n for n in names if ref[n]["class"] != dev[n]["class"]]
-    diff = max(float(np.max(np.abs(np.subtract(dev[n]["logits"], ref[n]["logits"])))) for n in names)
-    return {"inputs": len(names), "same_class": len(names) - len(different), "different": different,
-            "max_abs_logit_diff": diff}
+
+good_agreement = solution_object("11_raspberry_pi.ipynb", "agreement")  # the solution notebook's answer
 
 
 def test_check_agreement_passes_a_right_answer(capsys):
