@@ -12,7 +12,8 @@ answers and either prints what passed or raises `CheckFailed` saying exactly wha
     from qsal_lab.checks.medical import check_sensitivity_specificity  # chapter 9
     from qsal_lab.checks.edge_benchmarking import check_measure      # chapters 10 and 11
 
-`common` holds what they share (CheckFailed, calling the learner's code, reading its numbers).
+`common` holds what they share (CheckFailed, calling the learner's code, reading its numbers, comparing them with
+one tolerance policy). tests/checks/mistakes/ lists the mistakes each check names and the right answers it accepts.
 """
 from .common import CheckFailed
 
