@@ -302,9 +302,6 @@ def check_quantize_weights(quantize_weights, model: nn.Module, test_loader, bits
     from ..train import evaluate
 
     quantize = quantize or symmetric_weight
-    if quantize is not symmetric_weight:  # the learner's quantizer: its own check first, quietly
-        with quietly():
-            check_quantize_weight(quantize)
     frozen = {k: v.clone() for k, v in model.state_dict().items()}
     layers = weight_layers(model)
     first, last = layers[0][0], layers[-1][0]
@@ -348,7 +345,9 @@ def check_quantize_weights(quantize_weights, model: nn.Module, test_loader, bits
             raise CheckFailed(f"quantize_weights(model, bits={bits}, {how}): layer {name!r} differs from the "
                               f"library's: {hint}")
         copies[per_channel] = q
-    if quantize is not symmetric_weight:  # the learner's own quantizer, through the learner's copy
+    if quantize is not symmetric_weight:  # the learner's own quantizer (its own check first), through their copy
+        with quietly():
+            check_quantize_weight(quantize)
         for per_channel in (False, True):
             q = call(quantize_weights, "quantize_weights", model, bits, per_channel, quantize)
             mine, want = dict(weight_layers(q)), dict(weight_layers(copies[per_channel]))
