@@ -6,9 +6,9 @@ download the files; this module checks them against the official MD5s, keeps the
 memory as uint8, normalises per batch item, and draws stratified, seeded subsets for small
 budgets. Where the data lives: the `root` argument, else `$QSAL_DATA`, else a per-user cache.
 
-CIFAR-10 has a synthetic *stand-in* for offline runs. It is used only when asked for
-(`standin=True` or `QSAL_STANDIN=1`), warns when built, and its name says "stand-in" so every
-table and figure made from it is labelled. It is versioned (`STANDIN_VERSION`): the data set a run
+CIFAR-10 has a synthetic *stand-in* for offline runs (made by `qsal_lab.standin`). It is used only
+when asked for (`standin=True` or `QSAL_STANDIN=1`), warns when loaded, and its name says "stand-in" so
+every table and figure made from it is labelled. It is versioned (`STANDIN_VERSION`): the data set a run
 actually loaded, stand-in key and version included, is what its checkpoint and metrics record.
 """
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .standin import STANDIN_SHAPES, STANDIN_VERSION, STANDIN_VERSIONS, make_standin
 
 
 class DataError(RuntimeError):
@@ -93,13 +95,15 @@ MEDMNIST_SIZES = (28, 64, 128, 224)  # MedMNIST+ image sizes of the 2D flags; 28
 
 
 def _medmnist_info():
-    from medmnist import INFO
+    from medmnist import INFO  # lazy: slow (seconds), and only MedMNIST needs it
+
     # Only the 2D flags: the 3D volumes need other models.
     return {k: v for k, v in INFO.items() if not k.endswith("3d")}
 
 
 def _medmnist_3d_flags() -> list[str]:
-    from medmnist import INFO
+    from medmnist import INFO  # lazy: slow
+
     return sorted(k for k in INFO if k.endswith("3d"))
 
 
@@ -264,7 +268,7 @@ def _verify(name: str, root: Path):
 
 def _read_official(name: str, split: str, root: Path, download: bool):
     """(uint8 images NxHxW[xC], labels) read by the official loader."""
-    import torchvision
+    import torchvision  # lazy: slow (seconds), and a stand-in or MedMNIST run needs none of it
 
     if name in ("mnist", "fashionmnist", "cifar10"):
         cls = {"mnist": torchvision.datasets.MNIST, "fashionmnist": torchvision.datasets.FashionMNIST,
@@ -280,7 +284,7 @@ def _read_official(name: str, split: str, root: Path, download: bool):
         labels = np.asarray(ds.targets, dtype=np.int64)
         return images, labels
 
-    import medmnist
+    import medmnist  # lazy: slow
 
     flag, size = _medmnist_size(name)
     med = _medmnist_info()[flag]
@@ -302,21 +306,32 @@ def _read_official(name: str, split: str, root: Path, download: bool):
 
 
 class ImageDataset(Dataset):
-    """uint8 images in memory, normalised per item: (float tensor CxHxW, label)."""
+    """uint8 images in memory, normalised per item: (float tensor CxHxW, label).
+
+    faint: for the stand-in, a bool tensor saying which images show their object faint (v3); None otherwise."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, info: DatasetInfo, split: str,
-                 augment: bool | str = False):
+                 augment: bool | str = False, faint: np.ndarray | None = None):
         if images.ndim == 3:
             images = images[..., None]
         # np.require copies read-only arrays (the memoised stand-in), so nothing here can write into them
         self.images = torch.from_numpy(np.require(images, requirements=["C", "W"])).permute(0, 3, 1, 2).contiguous()
         self.labels = torch.from_numpy(np.require(labels, requirements=["W"]))
+        self.faint = None if faint is None else torch.from_numpy(np.require(faint, requirements=["W"]))
+        if self.faint is not None and len(self.faint) != len(self.labels):
+            raise ValueError(f"faint has {len(self.faint)} flags for {len(self.labels)} images")
         self.info, self.split, self.augment = info, split, check_augment(augment)
         self._mean = torch.tensor(info.mean).view(-1, 1, 1)
         self._std = torch.tensor(info.std).view(-1, 1, 1)
 
     def __len__(self):
         return len(self.labels)
+
+    def keep(self, indices: torch.Tensor):
+        """Keep only the examples at `indices` (images, labels and faint flags alike), in place."""
+        self.images, self.labels = self.images[indices], self.labels[indices]
+        if self.faint is not None:
+            self.faint = self.faint[indices]
 
     def __getitem__(self, i):
         x = self.images[i].float().div_(255)
@@ -400,7 +415,8 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     'train' leaves them out (then `subset` draws from the rest).
     augment: True or 'crop_flip' (random crop + flip, used for CIFAR-10), 'shift' (+-2 px, for X-rays).
     standin: for 'cifar10' only, use the synthetic stand-in (default: `$QSAL_STANDIN`); the returned
-    dataset's `info` is then the stand-in's (name, version), whatever name was asked for.
+    dataset's `info` is then the stand-in's (name, version), whatever name was asked for, and its
+    `faint` says which images show their object faint.
     size: MedMNIST image size, 28 (default), 64, 128 or 224 (medmnist's `size`; the files are
     <flag>_<size>.npz, downloaded on first use like the 28x28 ones).
     """
@@ -414,22 +430,19 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         warnings.warn(f"Using the synthetic CIFAR-10 STAND-IN, not CIFAR-10: results made from it are labelled "
                       f"'{info.display_name}' and say nothing about real CIFAR-10 accuracy.",
                       UserWarning, stacklevel=2)
-        images, labels = make_standin(source_split) if info.version == STANDIN_VERSION else \
-            make_standin(source_split, version=info.version)
+        images, labels, faint = make_standin(source_split, version=info.version, return_faint=True)
     else:
         root = Path(root).expanduser() if root else default_root()
         _verify(key, root)
-        images, labels = _read_official(key, source_split, root, download)
-    ds = ImageDataset(images, labels, info, split, augment=augment)
+        (images, labels), faint = _read_official(key, source_split, root, download), None
+    ds = ImageDataset(images, labels, info, split, augment=augment, faint=faint)
     if holdout:
         held = stratified_indices(ds.labels, holdout, HOLDOUT_SEED)
-        keep = held if split == "holdout" else _complement(held, len(ds.labels))
-        ds.images, ds.labels = ds.images[keep], ds.labels[keep]
+        ds.keep(held if split == "holdout" else _complement(held, len(ds.labels)))
     if subset is not None:
         if subset <= 0:
             raise DataError(f"subset must be a positive number of examples, got {subset}")
-        keep = stratified_indices(ds.labels, subset, seed)
-        ds.images, ds.labels = ds.images[keep], ds.labels[keep]
+        ds.keep(stratified_indices(ds.labels, subset, seed))
     return ds
 
 
@@ -456,217 +469,6 @@ def _complement(indices: torch.Tensor, n: int) -> torch.Tensor:
     keep = torch.ones(n, dtype=torch.bool)
     keep[indices] = False
     return keep.nonzero().flatten()
-
-
-# ----------------------------------------------------------------------------- the CIFAR-10 stand-in
-
-STANDIN_VERSIONS = ("v1", "v2", "v3")
-STANDIN_VERSION = "v3"  # what 'cifar10-standin' and QSAL_STANDIN=1 give
-STANDIN_SHAPES = ("disk", "square", "triangle", "plus", "ring", "crescent", "star", "half-disk", "L-shape", "frame")
-# v2's and v3's training splits are 20 000 images, not CIFAR-10's 50 000: the book budget trains on 18 000, and
-# every process that loads the split generates it (about 4 s for 20 000 on one core instead of 10-17 s).
-STANDIN_SIZES = {"train": 20000, "test": 10000}
-
-
-def make_standin(split: str, n: int | None = None, version: str = STANDIN_VERSION) -> tuple[np.ndarray, np.ndarray]:
-    """The CIFAR-10 stand-in's (uint8 images N x 32 x 32 x 3, int64 labels) for a split, made from fixed seeds.
-
-    v3 (current) and v2 (`make_standin_shapes`): one object-like shape per image among textured clutter and
-    distractors; v3 draws one object in seven faint (v2's sizes, clutter and occluders otherwise), so that a
-    ResNet-20 trained to convergence stays clearly below 100 % (v2 reached 98.4 % after 10 epochs; its shipped 79.9 % was a model trained too short).
-    v1 (the first stand-in, kept so that its recorded figures can be re-made): five shapes, solid or striped,
-    on flat backgrounds. Generated arrays are memoised (read-only) for the process."""
-    if version not in STANDIN_VERSIONS:
-        raise DataError(f"unknown CIFAR-10 stand-in version {version!r}; versions: {', '.join(STANDIN_VERSIONS)}")
-    if split not in STANDIN_SIZES:
-        raise DataError(f"the CIFAR-10 stand-in has splits 'train' and 'test', not {split!r}")
-    n = (STANDIN_SIZES if version != "v1" else {"train": 50000, "test": 10000})[split] if n is None else n
-    if not (isinstance(n, int) and n > 0):
-        raise DataError(f"n must be a positive number of images, got {n!r}")
-    return _standin_cached(split, n, version)
-
-
-@functools.lru_cache(maxsize=4)
-def _standin_cached(split: str, n: int, version: str):
-    images, labels = _make_standin_v1(split, n) if version == "v1" else make_standin_shapes(split, n, version)
-    images.flags.writeable = labels.flags.writeable = False
-    return images, labels
-
-
-def _make_standin_v1(split: str, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic synthetic 32x32 RGB images in 10 classes (the CIFAR-10 stand-in, v1).
-
-    A class is a shape (disk, square, triangle, cross, ring) drawn either solid or striped.
-    Colours, positions, sizes and background are random and shared by all classes, and noise
-    and a random occluding bar are added, so colour alone predicts nothing and a model has to
-    learn shape and texture. Images are uint8, NxHxWx3, like CIFAR-10's.
-    """
-    n = n if n is not None else (50000 if split == "train" else 10000)  # v1 had CIFAR-10's split sizes
-    rng = np.random.default_rng(1234 if split == "train" else 5678)
-    labels = np.arange(n) % 10
-    rng.shuffle(labels)
-    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
-    cy, cx = rng.uniform(10, 22, (2, n, 1, 1)).astype(np.float32)
-    r = rng.uniform(6, 11, (n, 1, 1)).astype(np.float32)
-    dy, dx = (yy - cy) / r, (xx - cx) / r
-    shape = labels % 5
-    masks = np.stack([
-        dy ** 2 + dx ** 2 <= 1,                                            # disk
-        np.maximum(abs(dy), abs(dx)) <= 0.8,                               # square
-        (dy <= 0.7) & (dy >= 1.6 * abs(dx) - 0.9),                         # triangle
-        (np.minimum(abs(dy), abs(dx)) <= 0.3) & (np.maximum(abs(dy), abs(dx)) <= 1),  # cross
-        (dy ** 2 + dx ** 2 <= 1) & (dy ** 2 + dx ** 2 >= 0.4),             # ring
-    ])[shape, np.arange(n)]
-    striped = labels >= 5
-    angle = rng.uniform(0, np.pi, (n, 1, 1))
-    stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 1.6) > 0
-    fg_mask = masks & np.where(striped[:, None, None], stripes, True)
-    fg = rng.uniform(0, 1, (n, 3)).astype(np.float32)
-    bg = rng.uniform(0, 1, (n, 3)).astype(np.float32)
-    img = np.where(fg_mask[..., None], fg[:, None, None, :], bg[:, None, None, :])
-    # an occluding bar and pixel noise keep it from being trivial
-    by = rng.integers(0, 32, n)
-    bar = (abs(yy[None] - by[:, None, None]) < 1.5) & (rng.uniform(size=(n, 1, 1)) < 0.5)
-    img = np.where(bar[..., None], rng.uniform(0, 1, (n, 1, 1, 3)), img)
-    img = img + rng.normal(0, 0.12, img.shape)
-    return (np.clip(img, 0, 1) * 255).astype(np.uint8), labels.astype(np.int64)
-
-
-# v2: object-like shapes among textured clutter. Generated in chunks of _CHUNK images, each from its own seed,
-# so the first k images are the same whatever n is, and each chunk holds every class equally often.
-_CHUNK = 1000
-_V2_SEEDS = {"train": 20260, "test": 20261}
-# Chosen by quick ResNet-20 runs (2 epochs on 10 000 images, 3000 test images): 12 % (at chance) with stronger
-# clutter, smaller objects and more distractors; 75 % with much less; these settings 36 %, so that the book recipe
-# lands clearly below 100 % (it did after 3 epochs, 79.9 %, but not after 10: see v3 below).
-STANDIN_V2_PARAMS = dict(clutter=0.75, grating=0.2, behind=2, front=1, radius=(6.0, 10.0), rotation=0.45, noise=0.05,
-                         length=(3.0, 9.0), width=(1.0, 2.5), contrast=0.5, second_colour=0.12)
-# v3: v2 with fainter objects. v2's ResNet-20 reached 79.9 % after the 3 epochs it was shipped with, but 98.4 % after
-# 10 (measured): a model stopped early, not a hard data set, so fine-tuning (PACT) could beat it by training longer.
-# One image in seven (15 %) shows its object at 8-20 % opacity. Chosen by float ResNet-20 runs at the book recipe
-# (10 epochs, 18 000 images, 5000 test images): 84.9 %, flat over the last two epochs; with 25 % of the objects at
-# 5-25 % opacity 76.5 %; smaller objects and more clutter instead (v2 with radius 3.5-9 and two
-# covering distractors) were still learning after 8 epochs (86.7 %, training loss 0.45 and falling).
-STANDIN_V3_PARAMS = {**STANDIN_V2_PARAMS, "faint_share": 0.15, "faint_opacity": (0.08, 0.2)}
-STANDIN_PARAMS = {"v2": STANDIN_V2_PARAMS, "v3": STANDIN_V3_PARAMS}
-
-
-def _upsample_matrix(src: int, dst: int = 32) -> np.ndarray:
-    """dst x src bilinear interpolation weights: M @ grid @ M.T turns a src x src grid into a smooth dst x dst one."""
-    t = np.linspace(0, src - 1, dst)
-    lo = np.floor(t).astype(int).clip(0, src - 2)
-    m = np.zeros((dst, src), np.float32)
-    m[np.arange(dst), lo] = 1 - (t - lo)
-    m[np.arange(dst), lo + 1] = t - lo
-    return m
-
-
-def _shape_mask(c: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Pixels inside shape `c` (STANDIN_SHAPES[c]) in the object's own coordinates (radius 1)."""
-    r2, a = u * u + v * v, np.maximum(abs(u), abs(v))
-    if c == 0:
-        return r2 <= 1                                                   # disk
-    if c == 1:
-        return a <= 0.8                                                  # square
-    if c == 2:
-        return (v <= 0.75) & (v >= 1.7 * abs(u) - 0.95)                 # triangle
-    if c == 3:
-        return (np.minimum(abs(u), abs(v)) <= 0.3) & (a <= 1)           # plus
-    if c == 4:
-        return (r2 <= 1) & (r2 >= 0.4)                                   # ring
-    if c == 5:
-        return (r2 <= 1) & ((u - 0.5) ** 2 + v * v >= 0.55)             # crescent
-    if c == 6:
-        return np.sqrt(r2) <= 0.55 + 0.45 * np.cos(5 * np.arctan2(v, u))  # star (five lobes)
-    if c == 7:
-        return (r2 <= 1) & (v >= 0.05)                                   # half-disk
-    if c == 8:
-        return (a <= 0.85) & ((u <= -0.25) | (v >= 0.3))                # L-shape
-    return (a <= 0.85) & (a >= 0.5)                                      # frame
-
-
-def _standin_shapes_chunk(rng: np.random.Generator, n: int, p: dict) -> tuple[np.ndarray, np.ndarray]:
-    def uniform(lo, hi, shape):
-        return lo + (hi - lo) * rng.random(shape, dtype=np.float32)
-
-    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
-    labels = rng.permutation(np.arange(n) % 10)
-    # textured clutter: smooth colour noise (4x4 grid, interpolated) plus a colour grating of random strength
-    up = _upsample_matrix(4)
-    smooth = up @ rng.random((n, 3, 4, 4), dtype=np.float32) @ up.T
-    img = np.ascontiguousarray((0.5 + p["clutter"] * (smooth - 0.5)).transpose(0, 2, 3, 1))
-    theta, freq = uniform(0, np.pi, (n, 1, 1)), uniform(0.3, 1.2, (n, 1, 1))
-    grating = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * freq + uniform(0, 2 * np.pi, (n, 1, 1)))
-    img += p["grating"] * uniform(0, 1, (n, 1, 1, 1)) * grating[..., None] * uniform(-1, 1, (n, 1, 1, 3))
-
-    def distractors(count):  # bars and ellipses anywhere: evidence of nothing
-        for _ in range(count):
-            cy, cx = uniform(0, 32, (2, n, 1, 1))
-            ang = uniform(0, np.pi, (n, 1, 1))
-            du = (xx - cx) * np.cos(ang) + (yy - cy) * np.sin(ang)
-            dv = (yy - cy) * np.cos(ang) - (xx - cx) * np.sin(ang)
-            length, width = uniform(*p["length"], (n, 1, 1)), uniform(*p["width"], (n, 1, 1))
-            bar = (abs(du) <= length) & (abs(dv) <= width / 2)
-            ellipse = (du / (length / 2)) ** 2 + (dv / width) ** 2 <= 1
-            drawn = (rng.random((n, 1, 1)) < 0.8) & np.where(rng.random((n, 1, 1)) < 0.5, bar, ellipse)
-            np.copyto(img, uniform(0, 1, (n, 1, 1, 3)), where=drawn[..., None])
-
-    distractors(p["behind"])
-    # the object: its shape is the class; size, place, rotation, colours and fill are drawn for every class alike
-    r = uniform(*p["radius"], (n, 1, 1))
-    cy, cx = uniform(0, 1, (2, n, 1, 1)) * (32 - 2 * r) + r
-    ang = uniform(-p["rotation"], p["rotation"], (n, 1, 1))
-    dy, dx = (yy - cy) / r, (xx - cx) / r
-    u, v = dx * np.cos(ang) + dy * np.sin(ang), dy * np.cos(ang) - dx * np.sin(ang)
-    mask = np.zeros((n, 32, 32), bool)
-    for c in range(10):
-        idx = labels == c
-        mask[idx] = _shape_mask(c, u[idx], v[idx])
-    fg = uniform(0, 1, (n, 3))
-    near = np.linalg.norm(fg - img.reshape(n, -1, 3).mean(1), axis=1) < p["contrast"]  # keep it visible
-    fg[near] = 1 - fg[near]
-    fg2 = np.clip(fg + p["second_colour"] * rng.standard_normal((n, 3), dtype=np.float32), 0, 1)
-    fill = rng.integers(0, 3, (n, 1, 1))                                   # solid, striped or checked
-    fa = uniform(0, np.pi, (n, 1, 1))
-    stripes = np.sin((xx * np.cos(fa) + yy * np.sin(fa)) * 1.4) > 0
-    checker = (np.floor(u * 2.5) + np.floor(v * 2.5)) % 2 == 0
-    second = np.where(fill == 1, stripes, np.where(fill == 2, checker, False))
-    colour = np.where(second[..., None], fg2[:, None, None, :], fg[:, None, None, :])
-    # faint objects (v3): a share of the images shows its object at low opacity over the clutter, like an
-    # underexposed photo; the faintest can hardly be told apart, so even a converged model stays below 100 %
-    # (drawn only where asked for, so that v2's random stream, and so its images, stay as they were)
-    opacity = np.ones((n, 1, 1, 1), np.float32)
-    if p.get("faint_share"):
-        faint = rng.random(n) < p["faint_share"]
-        opacity[faint] = uniform(*p["faint_opacity"], (int(faint.sum()), 1, 1, 1))
-    np.copyto(img, (1 - opacity) * img + opacity * colour, where=mask[..., None])
-    distractors(p["front"])  # one may cover part of the object
-    img *= uniform(0.7, 1.2, (n, 1, 1, 1))
-    img += uniform(-0.1, 0.1, (n, 1, 1, 1))
-    img += p["noise"] * rng.standard_normal(img.shape, dtype=np.float32)
-    np.clip(img, 0, 1, out=img)
-    return (img * 255).astype(np.uint8), labels.astype(np.int64)
-
-
-def make_standin_shapes(split: str, n: int | None = None, version: str = STANDIN_VERSION) -> tuple[np.ndarray, np.ndarray]:
-    """The CIFAR-10 stand-in v2 or v3: 32x32 RGB images in 10 classes, one object-like shape each (`STANDIN_SHAPES`)
-    among textured clutter (smooth colour noise, a colour grating) and distractors (bars, ellipses; some drawn over
-    the object), with random brightness, contrast and pixel noise (`STANDIN_PARAMS[version]`).
-
-    The class is the object's shape only: its size, place, rotation, colour and fill (solid, striped, checked) are
-    drawn alike for every class, so the evidence is local (a saliency map has an object to find) and neither colour
-    nor position gives the class away (a linear classifier on the raw pixels stays near chance: tests/test_data.py).
-    Seeded per split, version and chunk; train 20 000, test 10 000 images by default (`STANDIN_SIZES`; the arrays
-    are memoised per process)."""
-    if version not in STANDIN_PARAMS:
-        raise DataError(f"make_standin_shapes makes versions {', '.join(STANDIN_PARAMS)}, not {version!r}")
-    n = STANDIN_SIZES[split] if n is None else n
-    number = int(version[1:])  # part of every chunk's seed: v2 and v3 draw different scenes
-    images, labels = [], []
-    for k in range(-(-n // _CHUNK)):
-        x, y = _standin_shapes_chunk(np.random.default_rng([_V2_SEEDS[split], number, k]), _CHUNK, STANDIN_PARAMS[version])
-        images.append(x), labels.append(y)
-    return np.concatenate(images)[:n], np.concatenate(labels)[:n]
 
 
 def make_loader(ds: Dataset, batch_size: int = 128, train: bool = False, seed: int = 0,

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "qsal_lab"
 # A new top-level module or subpackage goes into one of these (and into ARCHITECTURE.md).
 LAYERS = [
     {"files", "budget", "plots", "clinical", "machine"},  # no qsal_lab imports at all
-    {"data"},
+    {"data", "standin"},              # loading data sets; the CIFAR-10 stand-in's generator
     {"models"},
     {"quant"},                         # fake-quant, PACT, PTQ, packing, ONNX int8
     {"saliency"},                      # attributions, saliency metrics, SGT's masking and loss

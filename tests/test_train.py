@@ -245,12 +245,12 @@ def test_train_model_rejects_bad_imbalance_options(tmp_path):
 @pytest.fixture
 def small_standin(monkeypatch):
     """The stand-in at 600 training images (not 20 000), for the duration of a test."""
-    from qsal_lab import data
+    from qsal_lab import data, standin
 
-    monkeypatch.setattr(data, "STANDIN_SIZES", {"train": 600, "test": 300})
-    data._standin_cached.cache_clear()
+    monkeypatch.setattr(standin, "STANDIN_SIZES", {"train": 600, "test": 300})
+    standin._memoised.cache_clear()
     yield data.dataset_info("cifar10-standin")
-    data._standin_cached.cache_clear()
+    standin._memoised.cache_clear()
 
 
 def test_a_standin_run_says_so_in_every_artefact(small_standin, tmp_path, monkeypatch, capsys):

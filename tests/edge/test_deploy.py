@@ -69,10 +69,10 @@ def test_samples_agree_with_expected_json_here(mnist_bundle, run_py):
 
 
 def test_a_standin_model_says_so_in_the_bundle(tmp_path, monkeypatch):
-    from qsal_lab import data
+    from qsal_lab import data, standin
 
-    small = data.make_standin
-    monkeypatch.setattr(data, "make_standin", lambda split, n=None: small(split, 200))  # not 50 000 images
+    monkeypatch.setattr(standin, "STANDIN_SIZES", {"train": 200, "test": 200})  # not 20 000 images
+    standin._memoised.cache_clear()
     model = build_model("smallcnn", 10, 3, 32)
     spec = {"model": "smallcnn", "num_classes": 10, "in_channels": 3, "image_size": 32, "dataset": "cifar10-standin"}
     torch.save({"model": model.state_dict(), "model_spec": spec}, tmp_path / "checkpoint.pt")

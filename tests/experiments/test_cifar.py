@@ -11,13 +11,13 @@ BAND = (0.75, 0.92)  # ResNet-20 at the book budget on the stand-in v3: clearly 
 
 @pytest.fixture
 def small_standin(monkeypatch):
-    from qsal_lab import data
+    from qsal_lab import data, standin
 
     monkeypatch.setenv("QSAL_STANDIN", "1")
-    monkeypatch.setattr(data, "STANDIN_SIZES", {"train": 800, "test": 300})
-    data._standin_cached.cache_clear()
+    monkeypatch.setattr(standin, "STANDIN_SIZES", {"train": 800, "test": 300})
+    standin._memoised.cache_clear()
     yield data.dataset_info("cifar10-standin")
-    data._standin_cached.cache_clear()
+    standin._memoised.cache_clear()
 
 
 @pytest.mark.slow
