@@ -42,26 +42,17 @@ class Recipe:
         return asdict(self)
 
 
-# Measured on 2 CPU cores: SmallCNN ~15 s per MNIST epoch. ResNet-20: about 0.65 s per batch of 128 on one
-# thread (~45-60 s per epoch of the stand-in's 18 000 training images, twice that under a shared machine's load).
-# ResNet-20 at `full` is the paper recipe (He et al. 2016, as PACT's float baseline): SGD with momentum 0.9
-# (nesterov), lr 0.1, weight decay 5e-4, 200 epochs with a cosine decay, 4-pixel padded random crop + flip. On
-# real CIFAR-10 (50 000 images) it should reach about 91.6 % (PACT's float ResNet-20, Choi et al. 2018), in hours
-# on a GPU (e.g. Colab); it is documented here, not reproduced on this project's CPUs. `book` is what the shipped
-# stand-in model (qsal_lab/pretrained/cifar10standin_resnet20) was trained with.
+# Why each recipe is what it is (timings, the stand-in's history): ARCHITECTURE.md, "Recipes".
 _RECIPES = {
     ("smallcnn", "ci"): Recipe(epochs=1, lr=3e-3, train_subset=4000, test_subset=2000),
     ("smallcnn", "book"): Recipe(epochs=3, lr=3e-3),
     ("smallcnn", "full"): Recipe(epochs=12, lr=3e-3),
     ("resnet20", "ci"): Recipe(epochs=1, lr=0.1, optimizer="sgd", weight_decay=5e-4, train_subset=2000,
                                test_subset=1000, augment=True),
-    # book: 10 epochs on the stand-in's 18 000 training images (20 000 less the 2000 held out), 497 s on one core
-    # (the shipped model's metrics.json). On the stand-in v2 the model shipped after 3 epochs (79.9 %) was far from done: 10 epochs reached 98.4 %,
-    # and a PACT W2A2 fine-tuning of the 3-epoch model beat it by 8 pt just by training longer. So the float model is
-    # now trained until it has (nearly) stopped improving, and the stand-in v3 is made harder instead (faint objects),
-    # so that this model still lands clearly below 100 % (its figure: qsal_lab/pretrained/cifar10standin_resnet20).
+    # book: trained until it stops improving (the shipped stand-in model's metrics.json shows the curve)
     ("resnet20", "book"): Recipe(epochs=10, lr=0.1, optimizer="sgd", weight_decay=5e-4, train_subset=20000,
                                  augment=True),
+    # full: the paper recipe (He et al. 2016; PACT's float baseline), for a GPU
     ("resnet20", "full"): Recipe(epochs=200, lr=0.1, optimizer="sgd", weight_decay=5e-4, augment=True,
                                  schedule="cosine"),
     # MedMNIST v2's recipe: ResNet-18, Adam 1e-3, 100 epochs.

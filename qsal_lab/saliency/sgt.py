@@ -19,9 +19,7 @@ Two steps give the same masks:
   fused: one backward of CE gives the weight gradients *and* the input gradient at once, because
          dCE/dx = -(1/N) d log p_y / dx, a rescaling that leaves the ranking unchanged. Then the masked
          pass and a backward of lam * KL.
-Measured with `train_step_seconds` (SmallCNN, MNIST batches of 128, one thread, CPU time, 7 interleaved
-rounds): naive 3.0x a standard step, fused 2.3x; the authors' variant (eval-mode saliency pass, trained
-target) 3.4x. Masking, the KL and the extra input gradient are what keep fused above 2x.
+`train_step_seconds` times both against a standard step (chapter 6 shows the ratios on the reader's machine).
 
 Train or eval mode, pass by pass (the model is in train mode during training):
   - clean and masked passes: train mode, as in the authors' code. BatchNorm normalises each pass with its
@@ -36,12 +34,8 @@ detach_target: whether the KL's clean distribution softmax f(x) is a constant (T
 fused step free the clean graph after its first backward; not detaching keeps it for the KL's backward,
 which costs as much as the naive step.
 
-Defaults (step="fused", detach_target=True) chosen by measurement: SmallCNN from scratch on 20 000 MNIST
-images, 3 epochs, 2 seeds, one CPU thread on a shared machine. Fused + detached against naive + trained
-target: test accuracy 98.88 / 98.77 % against 98.60 / 98.76 %, faithfulness area (saliency, p = 0..90 %,
-500 test images) 0.381 / 0.379 against 0.390 / 0.386 and random removal 0.555 / 0.537 against 0.575 / 0.567:
-equal within the seeds' spread, at about 3/4 of the step time (train_step_seconds). Plain training scored
-0.190 / 0.206 against random 0.213 / 0.207: SGT is what makes salient removal differ from random removal.
+Defaults (step="fused", detach_target=True): as accurate and as faithful as the naive step with a trained
+target, within the seeds' spread, for about 3/4 of its time (the measurements: ARCHITECTURE.md, "Recipes").
 """
 from __future__ import annotations
 
