@@ -24,6 +24,7 @@ Budgets: `ci` caps queries, seconds and repeats so tests run in a moment; those 
 """
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import math
@@ -40,8 +41,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..budget import current_budget, pick
+from ..machine import torch_threads
+from ..quant.int8 import OnnxClassifier, export_onnx, quantize_onnx
 from .latency import file_size_bytes
-from .runner import latency_stats, time_queries
+from .runner import latency_stats, peak_rss_mb, time_queries
 
 EAGER, ORT_FP32, ORT_INT8 = "eager PyTorch fp32", "ONNX Runtime fp32", "ONNX Runtime int8"
 CI_CAPS = {"min_queries": 32, "min_seconds": 0.05, "throughput_seconds": 0.05, "rss_queries": 5}
@@ -49,32 +52,15 @@ CI_CAPS = {"min_queries": 32, "min_seconds": 0.05, "throughput_seconds": 0.05, "
 
 # ----------------------------------------------------------------------------- one call per backend
 
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class _Backend:
     """One way of running a model: `query(x)` returns a zero-argument call that runs it on x."""
 
     def __init__(self, model, threads: int):
-        from ..quant.int8 import OnnxClassifier
-
         self.model, self.file_bytes = model, None
-        if isinstance(model, OnnxClassifier):
-            model = model.path
-        if isinstance(model, (str, Path)):
-            path = Path(model)
-            if not path.is_file():
-                raise FileNotFoundError(f"no ONNX model at {path}; create it with export_onnx or quantize_onnx")
-            self.kind, self.path, self.file_bytes = "onnxruntime", path, file_size_bytes(path)
-            self.session = _ort_session(path, threads)
-            self.input_name = self.session.get_inputs()[0].name
+        if isinstance(model, (str, Path, OnnxClassifier)):
+            onnx = OnnxClassifier(model.path if isinstance(model, OnnxClassifier) else model, threads=threads)
+            self.kind, self.path, self.file_bytes = "onnxruntime", onnx.path, file_size_bytes(onnx.path)
+            self.session, self.input_name = onnx.session, onnx.input_name
         elif isinstance(model, nn.Module):
             self.kind = "torch"
             buffer = io.BytesIO()
@@ -176,9 +162,7 @@ def compare_backends(backends: dict, example, threads: int = 1, min_queries: int
         raise ValueError(f"batch_sizes must be positive integers, got {batch_sizes!r}")
     settings = _settings(min_queries, min_seconds, throughput_seconds, rss_queries, budget)
     x = _as_batch(example)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         runs = {name: _Backend(model, threads) for name, model in backends.items()}
         modes = {name: b.model.training for name, b in runs.items() if b.kind == "torch"}
         for name in modes:
@@ -202,8 +186,6 @@ def compare_backends(backends: dict, example, threads: int = 1, min_queries: int
         finally:
             for name, training in modes.items():
                 runs[name].model.train(training)
-    finally:
-        torch.set_num_threads(previous_threads)
     rows = []
     for name, b in runs.items():
         stats = latency_stats(times[name])
@@ -239,8 +221,6 @@ def prepare_backends(model: nn.Module, out_dir, calib_loader, input_shape=None, 
     The fp32 file is export_onnx's (BN folded); the int8 one quantize_onnx's (static, QDQ, per-channel
     int8 weights, uint8 activations calibrated on `num_batches` batches of calib_loader).
     """
-    from ..quant.int8 import export_onnx, quantize_onnx
-
     out_dir = Path(out_dir)
     if input_shape is None:
         first = next(iter(calib_loader))
@@ -253,23 +233,13 @@ def prepare_backends(model: nn.Module, out_dir, calib_loader, input_shape=None, 
 
 # ----------------------------------------------------------------------------- memory in a fresh process
 
-_RSS_SCRIPT = r"""
-import json, resource, sys
-def peak_mb():  # as qsal_lab.edge.runner.peak_rss_mb (which this process must not import: it would load torch)
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+# runner.peak_rss_mb's source, not an import of qsal_lab: that would load torch into the process measured
+_RSS_SCRIPT = "import json, resource, sys\n" + inspect.getsource(peak_rss_mb) + r"""
 kind, model_path, input_path, threads, queries = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 import numpy as np
 if kind == "onnxruntime":
     import onnxruntime as ort
-    after_import = peak_mb()
+    after_import = peak_rss_mb()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
@@ -279,7 +249,7 @@ if kind == "onnxruntime":
 else:
     import torch
     torch.set_num_threads(threads)
-    after_import = peak_mb()
+    after_import = peak_rss_mb()
     model = torch.load(model_path, weights_only=False).eval()
     x = torch.from_numpy(np.load(input_path))
     def run():
@@ -287,7 +257,7 @@ else:
             model(x)
 for _ in range(queries):
     run()
-print(json.dumps({"rss_after_import_mb": after_import, "peak_rss_mb": peak_mb()}))
+print(json.dumps({"rss_after_import_mb": after_import, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
@@ -299,8 +269,6 @@ def peak_rss(model_or_path, example, threads: int = 1, queries: int = 50) -> dic
     unpickles the module (its class must be importable). For anything else, or when the process
     fails, both are None and "rss_note" says why.
     """
-    from ..quant.int8 import OnnxClassifier
-
     x = _as_batch(example)
     with tempfile.TemporaryDirectory(prefix="qsal_rss_") as tmp:
         input_path = Path(tmp) / "input.npy"
