@@ -327,7 +327,7 @@ def expected_calibration_error(y, scores, task: str, n_bins: int = 15) -> float:
 
 def plot_reliability(rel: dict, title: str = "reliability diagram", ax=None):
     """Bars of accuracy per confidence bin against the diagonal of perfect calibration; returns the figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: only this plot needs matplotlib
 
     fig, ax = (plt.subplots(figsize=(4, 4)) if ax is None else (ax.figure, ax))
     edges = np.asarray(rel["edges"])

@@ -12,6 +12,7 @@ already-quantized weight (`prequantized=True`) instead of re-quantizing it.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -88,8 +89,6 @@ def check_layer_names(layer_bits: dict, valid: list[str], owner: str):
     """Raise a ValueError naming every unknown layer in layer_bits and listing the valid names."""
     unknown = [n for n in layer_bits if n not in valid]
     if unknown:
-        import difflib
-
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"{owner}.layer_bits names no layer of this model: {', '.join(map(repr, unknown))}{hint}; "

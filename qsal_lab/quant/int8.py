@@ -158,7 +158,7 @@ def quantize_onnx(fp32_path, out_path, calib_loader, num_batches: int = 8, metho
     'minmax' (full observed range), 'percentile' (clip the 0.001 % tails) or 'entropy'
     (the clipping that keeps the histogram's KL divergence smallest). progress=False: no calibration bar.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static  # lazy: slow
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:

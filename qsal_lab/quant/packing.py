@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models import build_model
 from .convert import QUANT_LAYERS, QATConfig, quantize_model
 from .primitives import FLOAT_BITS, validate_bits
 from .ptq import ActQuantizer, PTQConfig, prepare_ptq
@@ -167,7 +168,6 @@ def load_packed(path, skeleton: nn.Module | dict | None = None) -> nn.Module:
             raise ValueError(f"{path} does not record its architecture: pass a skeleton, e.g. build_model('smallcnn')")
         skeleton = blob["build"]
     if isinstance(skeleton, dict):
-        from ..models import build_model
         skeleton = build_model(**skeleton)
     if not isinstance(skeleton, nn.Module):
         raise TypeError(f"skeleton must be an nn.Module or a dict of build_model arguments, got {type(skeleton).__name__}")

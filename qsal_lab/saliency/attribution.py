@@ -11,7 +11,7 @@ The methods (captum does the work):
     smoothgrad  the mean gradient over noisy copies of x (Smilkov et al. 2017; captum's NoiseTunnel)
     gradcam     Grad-CAM (Selvaraju et al. 2017) on the last conv layer, upsampled bilinearly to the input
                 and repeated over its channels; the ReLU of Grad-CAM leaves a map all zero where no evidence
-                is positive (6 % of 300 MNIST test images on the pretrained SmallCNN)
+                is positive (a few MNIST digits get one)
     occlusion   how much the target logit drops when a sliding patch is set to the baseline (Zeiler & Fergus 2014)
 
 Gradient methods differentiate the model as it computes: for a PACT model that is the gradient of the
@@ -29,6 +29,8 @@ import inspect
 
 import torch
 from torch import nn
+
+from ..data import dataset_info
 
 GRADIENT_METHODS = ("saliency", "ig", "smoothgrad", "gradcam")
 PERTURBATION_METHODS = ("occlusion",)
@@ -79,14 +81,14 @@ def attribute(model, x: torch.Tensor, target, method: str = "saliency", **option
 
 
 def _saliency(forward, model, x, target, abs=True):
-    from captum.attr import Saliency
+    from captum.attr import Saliency  # lazy: captum takes seconds to import (scipy)
 
     return Saliency(forward).attribute(x, target=target, abs=abs)
 
 
 def _integrated_gradients(forward, model, x, target, baseline="black", dataset=None, n_steps=50,
                           internal_batch_size=None):
-    from captum.attr import IntegratedGradients
+    from captum.attr import IntegratedGradients  # lazy: slow
 
     base = make_baseline(x, baseline, dataset)
     rows = internal_batch_size or max(len(x), ROWS_PER_FORWARD)
@@ -96,7 +98,7 @@ def _integrated_gradients(forward, model, x, target, baseline="black", dataset=N
 
 def _smoothgrad(forward, model, x, target, nt_samples=16, noise_level=0.15, stdevs=None, abs=False, seed=None,
                 nt_samples_batch_size=None):
-    from captum.attr import NoiseTunnel, Saliency
+    from captum.attr import NoiseTunnel, Saliency  # lazy: slow
 
     if stdevs is None:  # SmoothGrad's noise level: sigma / (x_max - x_min), 10-20 % works best in the paper
         stdevs = float(noise_level) * (x.max() - x.min()).item()
@@ -108,7 +110,7 @@ def _smoothgrad(forward, model, x, target, nt_samples=16, noise_level=0.15, stde
 
 
 def _gradcam(forward, model, x, target, layer=None, relu_attributions=True, interpolate_mode="bilinear"):
-    from captum.attr import LayerAttribution, LayerGradCam
+    from captum.attr import LayerAttribution, LayerGradCam  # lazy: slow
 
     layer = last_conv_layer(model) if layer is None else _resolve_layer(model, layer)
     cam = LayerGradCam(forward, layer).attribute(x, target=target, relu_attributions=relu_attributions)
@@ -118,7 +120,7 @@ def _gradcam(forward, model, x, target, layer=None, relu_attributions=True, inte
 
 def _occlusion(forward, model, x, target, window=None, stride=None, baseline="black", dataset=None,
                perturbations_per_eval=None, show_progress=False):
-    from captum.attr import Occlusion
+    from captum.attr import Occlusion  # lazy: slow
 
     c, h, w = x.shape[1:]
     window = window or max(2, round(min(h, w) / 7))
@@ -150,8 +152,6 @@ def black_baseline(x: torch.Tensor, dataset: str | None = None) -> torch.Tensor:
     pixel in every channel (every MNIST digit), and a dark image otherwise.
     """
     if dataset is not None:
-        from ..data import dataset_info
-
         info = dataset_info(dataset)
         if len(info.mean) != x.shape[1]:
             raise ValueError(f"{info.display_name} images have {len(info.mean)} channels, x has {x.shape[1]}")

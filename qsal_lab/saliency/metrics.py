@@ -16,6 +16,7 @@ metric needs one value per pixel it adds up the channels' magnitudes.
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -128,7 +129,7 @@ def gini(maps: torch.Tensor) -> np.ndarray:
 def entropy(maps: torch.Tensor, normalized: bool = True) -> np.ndarray:
     """Shannon entropy of each map's magnitudes as a distribution over pixels (scipy.stats.entropy, nats);
     normalized=True divides by log(pixels): 1 = spread evenly, near 0 = concentrated."""
-    from scipy.stats import entropy as shannon
+    from scipy.stats import entropy as shannon  # lazy: scipy.stats takes seconds to import
 
     a = pixel_maps(maps).reshape(len(maps), -1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -145,7 +146,7 @@ def concentration(maps: torch.Tensor) -> dict:
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Spearman rank correlation (scipy.stats.spearmanr) of the two maps' pixel magnitudes, per image."""
-    from scipy.stats import spearmanr
+    from scipy.stats import spearmanr  # lazy: slow
 
     pa, pb = _pair(a, b)
     out = []
@@ -177,7 +178,7 @@ def topk_iou(a: torch.Tensor, b: torch.Tensor, k: float = 0.1) -> np.ndarray:
 def ssim(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     """Structural similarity (skimage.metrics.structural_similarity) of the two maps, each scaled by its
     maximum to [0, 1], per image."""
-    from skimage.metrics import structural_similarity
+    from skimage.metrics import structural_similarity  # lazy: slow (scipy)
 
     pa, pb = _pair(a, b)
     side = min(pa.shape[1:])
@@ -241,8 +242,6 @@ def summarize(model, x: torch.Tensor, y: torch.Tensor, method: str = "saliency",
     summary: method, images, accuracy, seconds_per_image (the attribution), faithfulness_area and
     random_area (lower = more faithful) with both curves, and the maps' mean Gini index and entropy.
     """
-    import time
-
     t0 = time.perf_counter()
     maps = attribute(model, x, y, method, **options)
     seconds = (time.perf_counter() - t0) / len(x)
