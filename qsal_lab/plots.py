@@ -1,11 +1,13 @@
 """The book's recurring figures. Each returns its matplotlib Figure and, given `name`, also
 saves it as a PNG under `figures/` (or `$QSAL_FIGURES`) so results can be looked at outside
-the notebook."""
+the notebook. `frame_slider` turns precomputed figures into a slider that works on the static page."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
+import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -72,3 +74,42 @@ def plot_confusion(cm: torch.Tensor, class_names, name=None, title="confusion ma
     fig.tight_layout()
     save_figure(fig, name)
     return fig
+
+
+def figure_png(fig, dpi: int = 90, close: bool = True, **savefig) -> bytes:
+    """The figure as PNG bytes, e.g. one frame of a `frame_slider`. close=False keeps a figure that is
+    redrawn for the next frame (faster than drawing a new one each time)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, **savefig)
+    if close:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
+def frame_slider(frames, labels, description: str, index: int = 0, choices: str | None = None, **slider):
+    """A slider over precomputed frames that works without a running kernel, as on the rendered book's page:
+    the slider's position is linked to the frame shown in the browser (jslink), not through Python.
+
+    frames: one frame per label, each PNG bytes (`figure_png`) or any widget; or {name: frames} for several
+    sets of frames that share the slider, one set shown at a time, picked with toggle buttons described
+    `choices`. labels: the slider's label for each frame. index: the frame shown first. Further keyword
+    arguments go to the ipywidgets SelectionSlider (layout, style). Returns the widget to display."""
+    sets = frames if isinstance(frames, dict) else {None: frames}
+    labels = list(labels)
+    for name, group in sets.items():
+        if len(group) != len(labels):
+            raise ValueError(f"{len(labels)} labels for {len(group)} frames" + (f" of {name!r}" if name else ""))
+    if not 0 <= index < len(labels):
+        raise ValueError(f"index {index} is not a frame: there are {len(labels)}")
+    position = widgets.SelectionSlider(options=[(label, i) for i, label in enumerate(labels)], index=index,
+                                       description=description, **slider)
+    stacks = {name: widgets.Stack([widgets.Image(value=f, format="png") if isinstance(f, bytes) else f
+                                   for f in group], selected_index=index) for name, group in sets.items()}
+    for stack in stacks.values():
+        widgets.jslink((position, "index"), (stack, "selected_index"))
+    if not isinstance(frames, dict):
+        return widgets.VBox([position, stacks[None]])
+    buttons = widgets.ToggleButtons(options=list(stacks), description=choices or "")
+    shown = widgets.Stack(list(stacks.values()), selected_index=0)
+    widgets.jslink((buttons, "index"), (shown, "selected_index"))
+    return widgets.VBox([buttons, position, shown])
