@@ -8,6 +8,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from qsal_lab.machine import torch_threads
 from qsal_lab.models import build_model
 from qsal_lab.quant.int8 import OnnxClassifier, export_onnx, quantize_onnx
 
@@ -156,15 +157,11 @@ def trained(tmp_path_factory):
     model = build_model("smallcnn")
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     x, y = prototype_data(30 * 32, seed=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: extra threads only fight each other
-    try:
+    with torch_threads(1):  # 2 shared cores: extra threads only fight each other
         for xb, yb in zip(x.split(32), y.split(32)):
             optimizer.zero_grad()
             F.cross_entropy(model(xb), yb).backward()
             optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
     folder = tmp_path_factory.mktemp("int8")
     # Still in train mode, and training gave BN real running statistics to fold.
     fp32 = export_onnx(model, folder / "fp32.onnx", metadata=METADATA | {"model_name": "smallcnn"})

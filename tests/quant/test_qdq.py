@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
+from qsal_lab.machine import torch_threads
 from qsal_lab.models import build_model
 from qsal_lab.quant import PTQConfig, QATConfig, ptq_model, quantize_model
 from qsal_lab.quant import qdq
@@ -32,12 +33,9 @@ def train(model, steps, seed, lr=2e-3):
 @pytest.fixture(scope="module")
 def float_model():
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: extra threads only fight each other
-    try:
-        yield train(build_model("smallcnn"), 30, seed=1)
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1):  # 2 shared cores: extra threads only fight each other
+        model = train(build_model("smallcnn"), 30, seed=1)
+    return model
 
 
 # (bits, weight quantizer, bits of the first and last layer). DoReFa's 8-bit levels need 9-bit integers, so
