@@ -38,3 +38,20 @@ def test_meets_reads_the_target_the_way_it_is_written():
     assert meets(2.1, 2.0, ">") and not meets(2.1, 2.0, "≤")
     with pytest.raises(ValueError, match="unknown target comparison"):
         meets(1.0, 1.0, "=")
+
+
+def test_markdown_table_escapes_pipes_and_aligns_numbers_right():
+    from qsal_lab.experiments.report import markdown_table
+
+    assert markdown_table(["a", "b"], [[1, "x|y"]]) == "| a | b |\n|---|---|\n| 1 | x\\|y |"
+    assert markdown_table(["a", "b", "c"], [], numbers_right=True).splitlines()[1] == "|---|---:|---:|"
+
+
+def test_jsonable_writes_rows_numpy_and_nan():
+    import numpy as np
+
+    from qsal_lab.experiments.report import jsonable
+    from qsal_lab.experiments.study import Row
+
+    assert jsonable(np.float32(0.5)) == 0.5 and jsonable(np.arange(2)) == [0, 1] and jsonable(float("nan")) is None
+    assert jsonable(Row("FP32", "MNIST", accuracy=0.9, notes={"test_probs": [1]}))["accuracy"] == 0.9
