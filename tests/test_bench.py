@@ -14,8 +14,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "quant_mnist.py"
 
-MODELS = [("FP32", 32), ("PACT QAT", 8), ("PACT QAT", 4), ("PACT QAT", 3), ("PACT QAT", 2), ("PTQ", 4)]
-ONNX_MODELS = [("FP32 (ORT)", 32), ("PTQ int8 (ORT)", 8), ("PACT QAT (ORT)", 8), ("PACT QAT (ORT)", 4)]
+MODELS = [("FP32", 32), ("PACT W8A8", 8), ("PACT W4A4", 4), ("PACT W3A3", 3), ("PACT W2A2", 2), ("PTQ W4A4", 4)]
+ONNX_MODELS = [("FP32 (ORT)", 32), ("PTQ int8 (ORT)", 8), ("PACT W8A8 (ORT)", 8), ("PACT W4A4 (ORT)", 4)]
 DROP_IN_WORDS = re.compile(r"^(\d+\.\d\d pt (below|above) FP32|same as FP32)$")
 TARGETS = {  # key: (figure, target)
     "ptq_int8_drop_pt": ("PTQ int8 (ORT) accuracy drop vs FP32", 0.3),
@@ -37,32 +37,32 @@ def test_benchmark_reports_every_model_and_target_at_ci_budget(tmp_path, mnist_r
 
     report = json.loads((results / "quant_mnist.json").read_text())
     assert report["budget"] == "ci"
-    rows = {(r["method"], r["w_bits"]): r for r in report["rows"]}
+    rows = {(r["model"], r["w_bits"]): r for r in report["rows"]}
     assert sorted(rows) == sorted(MODELS)
     for key, row in rows.items():
-        assert 0.0 <= row["accuracy"] <= 1.0, key
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["data"] == "MNIST", key
         assert row["file_bytes"] > 0 and row["size_bytes"] > 0, key
     assert rows[("FP32", 32)]["file_vs_fp32"] == 1.0
     # 4-bit weights are about an eighth of float32 ones, whatever the budget
-    assert 0.1 < rows[("PACT QAT", 4)]["size_vs_fp32"] < rows[("PACT QAT", 8)]["size_vs_fp32"] < 0.3
-    assert rows[("PACT QAT", 2)]["alphas"] and all(a for a in rows[("PACT QAT", 2)]["alphas"])
-    assert all(0.0 <= rows[("PACT QAT", b)]["accuracy_before"] <= 1.0 for b in (8, 4, 3, 2))
+    assert 0.1 < rows[("PACT W4A4", 4)]["size_vs_fp32"] < rows[("PACT W8A8", 8)]["size_vs_fp32"] < 0.3
+    assert all(epoch["alphas"] for epoch in rows[("PACT W2A2", 2)]["history"])
+    assert all(0.0 <= rows[(f"PACT W{b}A{b}", b)]["accuracy_before"] <= 1.0 for b in (8, 4, 3, 2))
 
-    deployed = {(r["method"], r["w_bits"]): r for r in report["onnx_rows"]}
+    deployed = {(r["model"], r["w_bits"]): r for r in report["onnx_rows"]}
     assert list(deployed) == ONNX_MODELS
     for key, row in deployed.items():
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["agreement"] <= 1.0, key
         assert row["file_bytes"] > 0 and row["latency_ms"] > 0, key
     for key in ONNX_MODELS[1:]:  # every int8 model runs its convolutions as integer kernels
-        assert "QLinearConv x3" in deployed[key]["integer_ops"], deployed[key]
-    assert deployed[("PACT QAT (ORT)", 4)]["float_ops"] == "none"
+        assert "QLinearConv x3" in deployed[key]["ort_ops"]["integer"], deployed[key]
+    assert deployed[("PACT W4A4 (ORT)", 4)]["ort_ops"]["float32"] == "none"
 
     targets = {t["key"]: t for t in report["targets"]}
     assert set(targets) == set(TARGETS)
     for key, (figure, target) in TARGETS.items():
         t = targets[key]
         assert t["figure"] == figure and t["target"] == target and isinstance(t["value"], float)
-        assert t["met"] == (t["value"] <= target)
+        assert t["met"] == (t["value"] <= target) and t["op"] == "≤"
     timing = report["timing"]
     assert timing["fp_step_s"] > 0 and timing["qat_step_s"] > 0
     assert abs(timing["ratio"] - timing["qat_step_s"] / timing["fp_step_s"]) < 1e-9
@@ -72,13 +72,13 @@ def test_benchmark_reports_every_model_and_target_at_ci_budget(tmp_path, mnist_r
     for figure, _ in TARGETS.values():
         line = next((l for l in md.splitlines() if l.startswith(f"| {figure} |")), None)
         assert line is not None, f"no row for {figure!r} in quant_mnist.md"
-        assert line.rstrip().endswith(("| met |", "| **MISSED** |")), line
+        assert line.split(" | ")[3] in ("met", "**MISSED**"), line
         if "drop" in figure:  # said in words, with the target: "0.06 pt below FP32 | at most 0.3 pt below FP32"
             value, target = line.split(" | ")[1:3]
             assert DROP_IN_WORDS.match(value), line
             assert re.fullmatch(r"at most \d+(\.\d+)? pt below FP32", target), line
-    for method, bits in MODELS + ONNX_MODELS:
-        assert f"| {method} | {'32/32' if bits == 32 else f'{bits}/{bits}'} |" in md, (method, bits)
+    for model, bits in MODELS + ONNX_MODELS:
+        assert f"| {model} | {'32/32' if bits == 32 else f'{bits}/{bits}'} |" in md, (model, bits)
     assert "## In ONNX Runtime" in md
 
 
@@ -87,6 +87,13 @@ def test_benchmark_rejects_a_missing_checkpoint(tmp_path):
                           "--results", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
     assert "does not exist; omit it to train the float model in the run" in run.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("args, message", [(["--checkpoint", "resnet99=x"], "takes MODEL=PATH with MODEL one of"),
+                                           (["--models", "smallcnn,vgg"], "unknown model(s) vgg; choose from")])
+def test_edge_benchmark_rejects_bad_arguments(args, message):
+    run = subprocess.run([sys.executable, str(EDGE), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and message in run.stderr.strip().splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------- bench/edge.py
@@ -114,7 +121,8 @@ def test_edge_benchmark_reports_every_model_backend_and_target_at_ci_budget(tmp_
             assert row["peak_rss_mb"] > 0 and row["file_bytes"] > 0
             assert row["throughput"][0]["batch"] == 64 and row["throughput"][0]["images_per_s"] > 0
         rows = {r["backend"]: r for r in model["rows"]}
-        assert model["speedups"]["int8_vs_fp32_p50"] == rows["ONNX Runtime fp32"]["p50_ms"] / rows["ONNX Runtime int8"]["p50_ms"]
+        fp32, int8 = rows["ONNX Runtime fp32"], rows["ONNX Runtime int8"]
+        assert model["speedups"]["int8_vs_fp32_p50"] == fp32["p50_ms"] / int8["p50_ms"]
     smallcnn = report["models"][0]
     assert smallcnn["trained"] and all(0.9 < r["accuracy"] <= 1 for r in smallcnn["rows"])  # the shipped checkpoint
     assert (results / "edge_pareto.png").stat().st_size > 0 and report["ort_call_overhead"]["p50_ms"] > 0
@@ -126,15 +134,12 @@ def test_edge_benchmark_reports_every_model_backend_and_target_at_ci_budget(tmp_
     assert "ci budget" in md and "Not run:" in md and "SmallCNN (no target)" in md
     for t in targets.values():
         line = next(l for l in md.splitlines() if l.startswith(f"| {t['figure']} |"))
-        assert line.rstrip().endswith(("| met |", "| **MISSED** |")), line
+        assert line.split(" | ")[3] in ("met", "**MISSED**"), line
 
 
 def test_edge_benchmark_reads_the_emulation_results(tmp_path):
-    import importlib.util
+    from qsal_lab.experiments import backends as edge
 
-    spec = importlib.util.spec_from_file_location("bench_edge", EDGE)
-    edge = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(edge)
     assert edge.emulation(tmp_path / "missing.json")["status"] == "not run"
     (tmp_path / "broken.json").write_text("{")
     assert edge.emulation(tmp_path / "broken.json")["status"].startswith("unreadable")
@@ -170,13 +175,14 @@ def test_saliency_benchmark_reports_every_model_and_target_at_ci_budget(tmp_path
     targets = {t["key"]: t for t in report["targets"]}
     assert {k: t["target"] for k, t in targets.items()} == SALIENCY_TARGETS
     for t in targets.values():
-        assert t["met"] == (t["value"] < t["target"] if t["unit"] == "area" else t["value"] <= t["target"])
+        assert t["met"] == (t["value"] < t["target"] if t["op"] == "<" else t["value"] <= t["target"])
         assert t["met"] or t["why"]
+    assert targets["sgt_minus_standard_area_ig"]["op"] == "<"
     timing = report["timing"]
     assert abs(timing["fused_ratio"] - timing["fused_s"] / timing["standard_s"]) < 1e-9
-    assert report["machine"]["start"]["loadavg_1min"] is not None
+    assert report["machine"]["loadavg_1min_start"] is not None and timing["loadavg_1min_before"] is not None
     md = (results / "saliency_mnist.md").read_text()
     assert "ci budget" in md and "load average" in md
     for figure in (t["figure"] for t in report["targets"]):
         line = next((l for l in md.splitlines() if l.startswith(f"| {figure} |")), None)
-        assert line is not None and line.rstrip().endswith(("| met |", "| **MISSED** |")), figure
+        assert line is not None and line.split(" | ")[3] in ("met", "**MISSED**"), figure

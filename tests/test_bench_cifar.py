@@ -26,7 +26,7 @@ def test_cifar_benchmark_reports_every_row_and_target_on_the_standin_at_ci(tmp_p
     report = json.loads((results / "cifar_resnet20.json").read_text())
     assert report["budget"] == "ci" and report["data"]["standin"] and report["data"]["key"] == "cifar10-standin-v3"
     rows = report["study"]["rows"]
-    assert [r["method"] for r in rows] == ROWS and all(r["dataset"] == report["data"]["dataset"] for r in rows)
+    assert [r["model"] for r in rows] == ROWS and all(r["data"] == report["data"]["dataset"] for r in rows)
     targets = {t["key"]: t for t in report["targets"]}
     assert {k: t["target"] for k, t in targets.items()} == TARGETS
     for t in targets.values():

@@ -26,9 +26,10 @@ def test_medical_benchmark_reports_every_row_and_target_at_ci_budget(tmp_path, d
     report = json.loads((results / "medical.json").read_text())
     assert report["budget"] == "ci" and report["floor"]["auc"] == 0.944
     rows = report["studies"][0]["rows"]
-    assert [r["method"] for r in rows] == ROWS
+    assert [r["model"] for r in rows] == ROWS
     for r in rows:
-        assert 0 <= r["auc"] <= 1 and r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1] and r["latency_ms"] > 0, r["method"]
+        assert 0 <= r["auc"] <= 1 and r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1] and r["latency_ms"] > 0, r["model"]
+        assert "test_probs" not in r and r["clinical"]["auc"] == r["auc"]
     targets = {t["key"]: t for t in report["targets"]}
     assert {k: t["target"] for k, t in targets.items()} == TARGETS
     for t in targets.values():

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from qsal_lab.experiments import cifar
+from qsal_lab.experiments.study import Precision, find_row
 
 BAND = (0.75, 0.92)  # ResNet-20 at the book budget on the stand-in v3: clearly below 100 %
 
@@ -26,16 +27,20 @@ def test_the_study_runs_every_row_at_ci_and_names_the_standin(small_standin, tmp
     study = cifar.run_study(tmp_path, budget="ci", use_shipped=False, progress=False)
     assert study["key"] == small_standin.name and study["standin"] and study["version"] == "v3"
     rows = study["rows"]
-    assert [r["method"] for r in rows] == list(cifar.ROWS)
+    assert [r.model for r in rows] == list(cifar.ROWS)
     for r in rows:
-        assert r["dataset"] == small_standin.display_name and 0 <= r["accuracy"] <= 1, r["method"]
-        assert r["drop_pt"] == pytest.approx(100 * (rows[0]["accuracy"] - r["accuracy"]))
-    ort = cifar.find_row(rows, "PTQ int8 (ORT)")
-    assert ort["latency_ms"] > 0 and ort["eager_latency_ms"] > 0 and ort["file_vs_fp32"] < 0.35
+        assert r.data == small_standin.display_name and 0 <= r.accuracy <= 1, r.model
+        assert r.drop_pt == pytest.approx(100 * (rows[0].accuracy - r.accuracy))
+    ort = find_row(rows, "PTQ int8 (ORT)")
+    assert ort.latency_ms > 0 and ort["eager_latency_ms"] > 0 and ort["file_vs_fp32"] < 0.35
+    assert ort.precision == Precision(8, 8, 8) and ort["file_vs_fp32"] == ort.file_bytes / ort["fp32_file_bytes"]
     for method in ("PTQ W4A4", "PACT W2A2", "SGT + PACT W4A4"):
-        assert cifar.find_row(rows, method)["file_vs_fp32"] < 0.3
-    pact = cifar.find_row(rows, "PACT W4A4")
+        assert find_row(rows, method)["file_vs_fp32"] < 0.3
+    pact = find_row(rows, "PACT W4A4")
     assert pact["source"].startswith("fine-tuned in this run") and pact["history"][-1]["alphas"]
+    assert find_row(rows, "PACT W2A2")["step"]["weight_quant"] == "dorefa"
+    assert pact["step"]["weight_quant"] == "symmetric"
+    assert find_row(rows, "SGT + PACT W4A4")["step"]["sgt_fraction"] == cifar.SGT_FRACTION
     table = cifar.format_table(rows)
     assert table.count("\n") == len(rows) + 1 and "| SGT + PACT W4A4 | 4/4 |" in table
     fig = cifar.plot_alpha_curves(pact["history"], small_standin, alpha_init=4.0)
@@ -110,7 +115,8 @@ def test_the_shipped_float_model_is_labelled_and_inside_the_difficulty_band():
     shipped = metrics["shipped"]
     assert shipped["dataset"] == "CIFAR-10 stand-in (synthetic) v3" and shipped["test_n"] == 10000
     assert BAND[0] <= shipped["test_accuracy"] <= BAND[1], shipped["test_accuracy"]
-    assert (folder / "checkpoint.pt").stat().st_size < 2_000_000 and "ship_pretrained" in (folder / "COMMAND").read_text()
+    assert (folder / "checkpoint.pt").stat().st_size < 2_000_000
+    assert "ship_pretrained" in (folder / "COMMAND").read_text()
 
 
 def test_the_shipped_selection_chose_the_best_candidate_on_the_holdout_split():
@@ -137,8 +143,9 @@ def test_selection_and_mixed_precision_run_at_ci(small_standin, tmp_path):
     names = layer_names(build_model("resnet20", 10, 3, 32))["weights"]
     sens = [{"layer": n, "parameters": 1, "drop_pt": float(i % 7)} for i, n in enumerate(names)]
     rows = cifar.mixed_precision_rows(ckpt, data, sens, tmp_path / "mixed", budget="ci", progress=False)
-    assert [r["method"].split(" (")[0] for r in rows] == ["mixed W4/W2", "mixed W4/W2", "uniform W4A4", "uniform W2A2"]
-    by = {r["method"]: r for r in rows}
-    assert by["uniform W2A2"]["packed_bytes"] < by["mixed W4/W2 (least sensitive at 2 bits)"]["packed_bytes"] \
-        < by["uniform W4A4"]["packed_bytes"]
+    assert [r.model.split(" (")[0] for r in rows] == ["mixed W4/W2", "mixed W4/W2", "uniform W4A4", "uniform W2A2"]
+    by = {r.model: r for r in rows}
+    assert by["uniform W2A2"].file_bytes < by["mixed W4/W2 (least sensitive at 2 bits)"].file_bytes \
+        < by["uniform W4A4"].file_bytes
     assert rows[0]["low_bit_layers"] == sorted(n for n, b in cifar.mixed_bits(sens).items() if b == 2)
+    assert rows[0].precision.layers == cifar.mixed_bits(sens) and rows[0].precision.activations == 4

@@ -1,13 +1,16 @@
 """qsal_lab.experiments.medical: the MedMNIST study end to end at the ci budget (PneumoniaMNIST, and a synthetic
 multi-class and multi-label file in MedMNIST's layout), thresholds from validation only, tables and figures."""
+import json
+
 import numpy as np
 import pytest
-import torch
 
-from qsal_lab.data import DataError, load_dataset
+from qsal_lab.data import DataError
 from qsal_lab.experiments import medical
-from qsal_lab.experiments.medical import (ROWS, aggregate, balanced_nll, check_flag, format_aggregate, format_table,
-                                          plot_pareto, plot_reliability_diagrams, run_study, score_row)
+from qsal_lab.experiments.medical import (ROWS, aggregate, balanced_nll, check_flag, clinical_score, format_aggregate,
+                                          format_table, plot_pareto, plot_reliability_diagrams, run_study)
+from qsal_lab.experiments.report import jsonable
+from qsal_lab.experiments.study import INT8, Precision, Row
 from tests.fixtures.medmnist import synthetic_medmnist
 
 
@@ -36,57 +39,64 @@ def test_a_missing_file_is_named(tmp_path):
     assert check_flag("pathmnist", 128) == "pathmnist_128"
 
 
-FAKE = [{"method": "FP32", "bits": "32/32", "file_bytes": 4_000_000, "latency_ms": 2.0, "auc": 0.97,
-         "auc_ci": (0.95, 0.98), "accuracy": 0.9, "accuracy_ci": (0.88, 0.92), "sensitivity": 0.95,
-         "sensitivity_ci": (0.93, 0.97), "specificity": 0.8, "specificity_ci": (0.75, 0.85), "ece": 0.03},
-        {"method": "PTQ int8", "bits": "8/8", "file_bytes": 1_000_000, "latency_ms": 0.7, "auc": 0.969,
-         "auc_ci": (0.95, 0.98), "accuracy": 0.9, "accuracy_ci": (0.88, 0.92), "sensitivity": 0.95,
-         "sensitivity_ci": (0.93, 0.97), "specificity": 0.8, "specificity_ci": (0.75, 0.85), "ece": 0.03},
-        {"method": "PACT W4A4", "bits": "4/4", "file_bytes": 600_000, "latency_ms": None, "auc": 0.96,
-         "auc_ci": (0.94, 0.975), "accuracy": 0.88, "accuracy_ci": (0.86, 0.9), "sensitivity": 0.94,
-         "sensitivity_ci": (0.92, 0.96), "specificity": 0.78, "specificity_ci": (0.72, 0.83), "ece": 0.05},
-        {"method": "SGT + PACT W4A4", "bits": "4/4", "skipped": "needs one class per image"}]
+def fake(model, precision, file_bytes, latency_ms, accuracy, auc, auc_ci, **more):
+    metrics = {"auc": auc, "auc_ci": auc_ci, "accuracy_ci": (accuracy - 0.02, accuracy + 0.02), "sensitivity": 0.95,
+               "sensitivity_ci": (0.93, 0.97), "specificity": 0.8, "specificity_ci": (0.75, 0.85), "ece": 0.03, **more}
+    return Row(model, "PneumoniaMNIST", precision, accuracy=accuracy, file_bytes=file_bytes, latency_ms=latency_ms,
+               metrics=metrics)
+
+
+def fakes(auc_shift=0.0):
+    return [fake("FP32", Precision(), 4_000_000, 2.0, 0.9, 0.97 + auc_shift, (0.95, 0.98)),
+            fake("PTQ int8", INT8, 1_000_000, 0.7, 0.9, 0.969 + auc_shift, (0.95, 0.98)),
+            fake("PACT W4A4", Precision(4, 4, 8), 600_000, None, 0.88, 0.96 + auc_shift, (0.94, 0.975)),
+            Row("SGT + PACT W4A4", "PneumoniaMNIST", Precision(4, 4, 8),
+                notes={"skipped": "needs one class per image"})]
 
 
 def test_table_aggregate_and_pareto_on_given_rows():
+    FAKE = fakes()
     table = format_table(FAKE)
     assert "| FP32 | 32/32 | 4.00 MB | 2.00 ms | 0.970 [0.950, 0.980] |" in table
     assert "| PACT W4A4 | 4/4 | 0.60 MB | — |" in table and "not run: needs one class per image" in table
-    second = [{**r, "auc": r["auc"] - 0.01} if "auc" in r else r for r in FAKE]
-    agg = aggregate([{"seed": 0, "rows": FAKE}, {"seed": 1, "rows": second}])
+    agg = aggregate([{"seed": 0, "rows": FAKE}, {"seed": 1, "rows": fakes(-0.01)}])
     assert agg[0]["auc_mean"] == pytest.approx(0.965) and agg[0]["auc_std"] == pytest.approx(0.01 / np.sqrt(2))
     assert agg[0]["seeds"] == [0, 1] and "skipped" in agg[3]
     assert "| FP32 | 32/32 | 2 | 4.00 ± 0.00 |" in format_aggregate(agg)
+    assert "not run: needs one class per image" in format_aggregate(agg)
     fig = plot_pareto(FAKE)
     assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
-    packed = plot_pareto([{**FAKE[2], "packed_bytes": 300_000}, FAKE[0]], size="packed_bytes")
+    FAKE[2].metrics["packed_bytes"] = 300_000
+    packed = plot_pareto([FAKE[2], FAKE[0]], size="packed_bytes")
     assert packed.axes[0].get_xlabel() == "file size, PACT rows bit-packed (MB)"
     with pytest.raises(ValueError, match="size must be 'file_bytes' or 'packed_bytes'"):
         plot_pareto(FAKE, size="bytes")
 
 
 def _check_study(study, rows=ROWS):
-    got = [r["method"] for r in study["rows"]]
+    got = [r.model for r in study["rows"]]
     assert got == list(rows)
     for r in study["rows"]:
         if "skipped" in r:
             continue
-        assert 0 <= r["auc"] <= 1 and r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1], r["method"]
+        assert 0 <= r["auc"] <= 1 and r["auc_ci"][0] <= r["auc"] <= r["auc_ci"][1], r.model
         for key in ("accuracy", "sensitivity", "specificity"):
-            assert r[f"{key}_ci"][0] <= r[key] <= r[f"{key}_ci"][1], (r["method"], key)
-        assert r["file_bytes"] > 0 and 0 <= r["ece"] <= 1
-        # a PACT model whose QDQ file the exporter refuses (near-tied logits after a ci epoch) has no latency
-        # (latency_ms is None exactly then: compare only a number with 0)
+            assert r[f"{key}_ci"][0] <= r[key] <= r[f"{key}_ci"][1], (r.model, key)
+        assert r.file_bytes > 0 and 0 <= r["ece"] <= 1 and r.clinical["auc"] == r["auc"]
+        # a PACT model whose QDQ file the exporter refuses (near-tied logits after a ci epoch) is scored from its
+        # bit-packed file and has no latency
         refused = "predicts the fake-quant model's class" in r.get("onnx_export_error", "")
-        assert (r["latency_ms"] is not None and r["latency_ms"] > 0) or refused, (r["method"], r.get("onnx_export_error"))
+        assert (r.latency_ms is not None and r.latency_ms > 0) or refused, (r.model, r.get("onnx_export_error"))
         assert r["auc"] == pytest.approx(r["medmnist_auc"])
-    by = {r["method"]: r for r in study["rows"]}
+    by = {r.model: r for r in study["rows"]}
     if "PTQ int8" in by:
-        assert by["PTQ int8"]["file_bytes"] < 0.3 * by["FP32"]["file_bytes"]
-        assert 0.5 <= by["PTQ int8"]["agreement_with_fp32"] <= 1 and "QLinearConv" in by["PTQ int8"]["ort_ops"]["integer"]
+        assert by["PTQ int8"].file_bytes < 0.3 * by["FP32"].file_bytes and by["PTQ int8"].precision == INT8
+        assert 0.5 <= by["PTQ int8"]["agreement_with_fp32"] <= 1
+        assert "QLinearConv" in by["PTQ int8"]["ort_ops"]["integer"]
     if "PACT W4A4" in by:
-        assert by["PACT W4A4"]["packed_bytes"] < by["PACT W8A8"]["packed_bytes"] < by["FP32"]["file_bytes"]
-        assert by["PACT W4A4"]["file_bytes"] < 0.3 * by["FP32"]["file_bytes"]  # int8 storage in ONNX, or packed
+        packed = {m: by[m].get("packed_bytes", by[m].file_bytes) for m in ("PACT W4A4", "PACT W8A8")}
+        assert packed["PACT W4A4"] < packed["PACT W8A8"] < by["FP32"].file_bytes
+        assert by["PACT W4A4"].file_bytes < 0.3 * by["FP32"].file_bytes  # int8 storage in ONNX, or packed
     return by
 
 
@@ -108,24 +118,27 @@ def test_pneumoniamnist_study_at_ci_budget(data_root, tmp_path):
     assert {c["imbalance"] for c in study["selection"]["candidates"]} == {"weighted_loss", "sampler"}
     assert by["SGT + PACT W4A4"]["imbalance"] == "sampler" and by["SGT + PACT W4A4"]["sgt"]["fraction"] == 0.1
     assert by["FP32"]["threshold_method"] == "youden" and "ppv" in by["FP32"]
-    assert 0.5 <= by["PACT W8A8"]["agreement_with_fake_quant"] <= 1 and by["PACT W8A8"]["latency_ms"] > 0
+    assert 0.5 <= by["PACT W8A8"]["agreement_with_fake_quant"] <= 1 and by["PACT W8A8"].latency_ms > 0
+    assert by["PACT W4A4"]["auc_drop"] == pytest.approx(by["FP32"]["auc"] - by["PACT W4A4"]["auc"])
+    assert by["FP32"]["auc_drop"] == 0.0 and by["PTQ int8"]["file_vs_fp32"] < 0.3
 
     # thresholds come from validation only: poisoned test labels leave every threshold as it was
     recipe = medical.medical_recipe("ci")
     val_ds, test_ds = medical.eval_splits("pneumoniamnist", recipe)
     from qsal_lab.quant import OnnxClassifier
-    fp32 = OnnxClassifier(by["FP32"]["file"], threads=1)
-    clean = score_row("FP32", "32/32", fp32, val_ds, test_ds, recipe, file_bytes=1, latency_ms=None)
-    poisoned = score_row("FP32", "32/32", fp32, val_ds, _poisoned(test_ds), recipe, file_bytes=1, latency_ms=None)
-    assert clean["threshold"] == poisoned["threshold"] == by["FP32"]["threshold"]
-    assert clean["report"]["operating_point"] == poisoned["report"]["operating_point"]
-    assert poisoned["sensitivity"] == pytest.approx(1 - clean["specificity"])  # the test numbers did see the poison
+    fp32 = OnnxClassifier(by["FP32"]["path"], threads=1)
+    clean = clinical_score(val_ds, test_ds, recipe.n_boot)(fp32)
+    poisoned = clinical_score(val_ds, _poisoned(test_ds), recipe.n_boot)(fp32)
+    assert clean["metrics"]["threshold"] == poisoned["metrics"]["threshold"] == by["FP32"]["threshold"]
+    assert clean["clinical"]["operating_point"] == poisoned["clinical"]["operating_point"]
+    # the test numbers did see the poison
+    assert poisoned["metrics"]["sensitivity"] == pytest.approx(1 - clean["metrics"]["specificity"])
 
-    # the figures draw from the rows, and the study saves as JSON
+    # the figures draw from the rows, and the rows write as JSON (without the per-image scores)
     plot_pareto(study["rows"])
     plot_reliability_diagrams(study["rows"])
-    path = medical.save_study(study, tmp_path / "study.json")
-    assert path.stat().st_size > 0
+    written = json.loads(json.dumps(study["rows"], default=jsonable))
+    assert written[0]["model"] == "FP32" and "test_probs" not in written[0] and written[0]["clinical"]["auc"] > 0
 
     # a finished float run made the same way is reused, not retrained
     chosen = study["selection"]["chosen"]
@@ -133,7 +146,7 @@ def test_pneumoniamnist_study_at_ci_budget(data_root, tmp_path):
     before = path.stat().st_mtime_ns
     assert medical.train_float("pneumoniamnist", recipe, path.parent, chosen, seed=0) == path
     assert path.stat().st_mtime_ns == before
-    assert not medical._same_training(path, "pneumoniamnist", recipe, chosen, seed=1)
+    assert not medical.same_training(path, "pneumoniamnist", recipe, chosen, seed=1)
 
     report = medical.evaluate_checkpoint(study["float_checkpoint"], val_subset=recipe.val_subset,
                                          test_subset=recipe.test_subset, n_boot=50)
@@ -147,7 +160,7 @@ def test_multiclass_study_on_a_synthetic_medmnist_file(tmp_path, monkeypatch):
     study = run_study("bloodmnist", out=tmp_path / "out", budget="ci", root=root, progress=False)
     by = _check_study(study)
     assert by["FP32"]["threshold"] is None and by["FP32"]["threshold_method"] == "argmax"
-    assert len(by["FP32"]["report"]["sensitivity_per_class"]) == 8
+    assert len(by["FP32"].clinical["sensitivity_per_class"]) == 8
     assert study["task"] == "multi-class"
 
 
