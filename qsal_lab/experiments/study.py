@@ -13,13 +13,15 @@ import json
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import nn
 
-from ..edge import ORT_FP32, ORT_INT8, prepare_backends
-from ..edge.latency import file_size_bytes, measure_latency
+from ..edge import ORT_FP32, ORT_INT8, interleave, prepare_backends
+from ..edge.latency import file_size_bytes
 from ..files import atomic_write_text
 from ..machine import torch_threads
 from ..pretrained import slim_checkpoint
@@ -208,14 +210,12 @@ def ptq_row(model: nn.Module, bits: int, calib_loader, score: Callable, out, dat
 
 
 def interleaved_latency(fns: dict, example, repeats: int = 50, rounds: int = 5) -> dict:
-    """Median latency (ms) of each callable at `example` with one torch thread, in `rounds` interleaved blocks
-    whose order alternates (a load that comes and goes slows all alike)."""
-    times = {k: [] for k in fns}
-    with torch_threads(1):
-        for i in range(rounds):
-            for k in (list(fns) if i % 2 == 0 else list(fns)[::-1]):
-                times[k].append(measure_latency(fns[k], example, warmup=3, repeats=repeats)["median_ms"])
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median latency (ms) of each callable (an eval-mode torch module, an OnnxClassifier) at `example` with one torch
+    thread: `repeats` calls in each of `rounds` blocks, interleaved (edge.interleave) so that load slows all alike."""
+    with torch_threads(1), torch.no_grad():
+        ns, _ = interleave({k: partial(fn, example) for k, fn in fns.items()}, min_queries=repeats * rounds,
+                           min_seconds=0, rounds=rounds, warmup=3)
+    return {k: statistics.median(v) / 1e6 for k, v in ns.items()}
 
 
 def ort_rows(model: nn.Module, score: Callable, calib_loader, out, data: str, example, metadata: dict,
