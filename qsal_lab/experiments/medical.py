@@ -313,14 +313,14 @@ SUMMARY_FIELDS = ("auc", "accuracy", "sensitivity", "specificity", "ece", "file_
 
 def aggregate(studies: list[dict]) -> list[dict]:
     """Mean and sample standard deviation over seeds of each row's numbers: {'model', 'precision', 'seeds',
-    'auc_mean', 'auc_std', ...}; a row skipped in every seed stays as it is."""
+    'auc_mean', 'auc_std', ...}; a row skipped in every seed says why ('skipped')."""
     out = []
-    for model in [r.model for r in studies[0]["rows"]]:
-        rows = [r for s in studies for r in s["rows"] if r.model == model and "skipped" not in r]
+    for first in studies[0]["rows"]:
+        rows = [r for s in studies for r in s["rows"] if r.model == first.model and "skipped" not in r]
         if not rows:
-            out.append(next(r for r in studies[0]["rows"] if r.model == model))
+            out.append({"model": first.model, "precision": first.precision, "skipped": first["skipped"]})
             continue
-        agg = {"model": model, "precision": rows[0].precision, "seeds": [s["seed"] for s in studies]}
+        agg = {"model": first.model, "precision": first.precision, "seeds": [s["seed"] for s in studies]}
         for key in SUMMARY_FIELDS:
             values = [r[key] for r in rows if r.get(key) is not None]
             if values:
@@ -354,7 +354,7 @@ def format_aggregate(rows: list[dict]) -> str:
         return lambda r: (f"{r[f'{key}_mean'] * scale:.{digits}f} ± {r[f'{key}_std'] * scale:.{digits}f}"
                           if f"{key}_mean" in r else "—")
 
-    skipped = lambda r: isinstance(r, Row)  # noqa: E731  (a row skipped in every seed)
+    skipped = lambda r: "skipped" in r  # noqa: E731  (a row skipped in every seed)
     return table(rows, {
         "model": lambda r: r["model"], "W/A bits": lambda r: str(r["precision"]),
         "seeds": lambda r: "" if skipped(r) else len(r["seeds"]), "file (MB)": ms("file_bytes", 1e-6, 2),
