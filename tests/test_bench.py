@@ -171,7 +171,7 @@ def test_saliency_benchmark_reports_every_model_and_target_at_ci_budget(tmp_path
                                                                    for k in ("saliency", "ig")}
     for r in report["rows"]:
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["area"] <= 1 and 0 <= r["gini"] <= 1
-        assert (r["spearman"] is None) == (r["bits"] == 32)
+        assert (r["spearman"] is None) == (r["w_bits"] == 32)
     targets = {t["key"]: t for t in report["targets"]}
     assert {k: t["target"] for k, t in targets.items()} == SALIENCY_TARGETS
     for t in targets.values():
