@@ -19,11 +19,12 @@ from onnx import TensorProto, helper
 
 from .. import pretrained
 from ..budget import pick
-from ..data import ImageDataset, check_files, dataset_info, load_dataset, make_loader, make_standin
+from ..data import ImageDataset, check_files, dataset_info, load_dataset, make_loader
 from ..edge import EAGER, ORT_FP32, ORT_INT8, benchmark, compare_backends, format_table, plot_pareto, prepare_backends
 from ..files import atomic_write
 from ..models import build_model, count_parameters
 from ..quant.int8 import OnnxClassifier
+from ..standin import make_standin
 from ..train import evaluate, load_checkpoint
 from .study import table
 
