@@ -39,7 +39,7 @@ def cmd_data(args):
 
 
 PACT_TRAINING_FLAGS = ("pact_alpha", "alpha_l2", "alpha_lr_scale")  # QATConfig fields; None = its default
-SGT_FLAGS = ("mask_fraction", "sgt_lambda")  # SGTConfig's fraction and lam; None = the paper's defaults
+SGT_FLAGS = ("mask_fraction", "sgt_lambda", "sgt_signed", "sgt_no_detach")  # SGTConfig fields; None/False = defaults
 TRAIN_METHODS = ("fp", "pact", "sgt", "pact+sgt")
 
 
@@ -59,13 +59,14 @@ def _quant_config(args):
 def _sgt_config(args):
     if "sgt" not in args.method:
         for flag in SGT_FLAGS:
-            if getattr(args, flag) is not None:
+            if getattr(args, flag) not in (None, False):
                 raise ValueError(f"--{flag.replace('_', '-')} needs --method sgt (or pact+sgt)")
         return None
     from .saliency import SGTConfig, default_fraction
 
     fraction = args.mask_fraction if args.mask_fraction is not None else default_fraction(args.dataset)
-    return SGTConfig(fraction=fraction, lam=args.sgt_lambda if args.sgt_lambda is not None else 1.0)
+    return SGTConfig(fraction=fraction, lam=args.sgt_lambda if args.sgt_lambda is not None else 1.0,
+                     abs=not args.sgt_signed, detach_target=not args.sgt_no_detach)
 
 
 def cmd_train(args):
@@ -82,7 +83,7 @@ def cmd_train(args):
                                  batch_size=args.batch_size, train_subset=args.train_subset,
                                  test_subset=args.test_subset, seed=args.seed, device=args.device,
                                  resume=not args.restart, width=args.width, imbalance=args.imbalance,
-                                 augment=augment)
+                                 augment=augment, holdout=args.holdout)
     final = history.final
     shown = {k: round(v, 4) for k, v in final.items() if k.startswith("test_") and isinstance(v, float)}
     print(f"wrote {Path(args.out) / 'checkpoint.pt'} and {Path(args.out) / 'metrics.json'}: {shown}")
@@ -379,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mask-fraction", type=float,
                    help="SGT: share of each image's pixels masked, in (0, 1) (default: the paper's, 0.5 MNIST, 0.1 CIFAR-10)")
     t.add_argument("--sgt-lambda", type=float, help="SGT: weight of the KL term, >= 0 (default 1)")
+    t.add_argument("--sgt-signed", action="store_true",
+                   help="SGT: mask the lowest signed gradients, as the authors' code (default: lowest |gradient|)")
+    t.add_argument("--sgt-no-detach", action="store_true",
+                   help="SGT: the KL's clean side is trained too, as the authors' code (default: a constant)")
+    t.add_argument("--holdout", type=int,
+                   help="leave this many training images out and record their accuracy after every epoch")
     t.add_argument("--init-from", help="start from this checkpoint (e.g. fine-tune a float model with PACT)")
     t.add_argument("--restart", action="store_true", help="ignore an unfinished run in --out instead of resuming")
     t.add_argument("--size", type=int, help="MedMNIST image size: 28 (default), 64, 128 or 224 (files <flag>_<size>.npz)")

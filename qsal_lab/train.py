@@ -301,6 +301,15 @@ def write_metrics(out: str | Path, history: History, config: dict | None = None,
 
 # ----------------------------------------------------------------------------- one call for CLI and chapters
 
+def _with_holdout(log_fn: Callable | None, loader, device) -> Callable:
+    """log_fn plus the held-out split's metrics (holdout_accuracy, holdout_loss, ...), leaving the model in train mode."""
+    def log(model):
+        record = {f"holdout_{k}": v for k, v in evaluate(model, loader, device).items()}
+        model.train()
+        return {**record, **(log_fn(model) if log_fn is not None else {})}
+    return log
+
+
 def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = None, out: str | Path | None = None,
                 quant=None, sgt=None, init_from: str | Path | None = None, epochs: int | None = None,
                 lr: float | None = None, batch_size: int | None = None, train_subset: int | None = None,
@@ -318,8 +327,9 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
     cross-entropy, see `class_weighted_loss`), 'sampler' (class-balanced sampling with replacement) or
     None / 'none'; SGT's own cross-entropy is unweighted, so with `sgt` use the sampler.
     holdout: leave this many training images out (`load_dataset(..., holdout=N)`; evaluate choices on split
-    'holdout', never on test). The checkpoint's spec and metrics name the data set actually loaded: with
-    QSAL_STANDIN=1, 'cifar10' trains on the stand-in and every artefact says so (its key and version).
+    'holdout', never on test); their metrics are recorded after every epoch (holdout_accuracy, ...). The
+    checkpoint's spec and metrics name the data set actually loaded: with QSAL_STANDIN=1, 'cifar10' trains on the
+    stand-in and every artefact says so (its key and version).
     Every other argument (augment, optimizer and weight_decay too) overrides one field of the recipe (see `qsal_lab.budget.recipe`).
     """
     from .budget import current_budget, recipe
@@ -385,6 +395,9 @@ def train_model(dataset: str, model: str = "smallcnn", *, budget: str | None = N
             return base_loss(m, x, y) + penalty(m)
 
         log_fn = lambda m: {"alphas": pact_alphas(m)}  # noqa: E731  alpha learning curves
+    if holdout:  # the held-out curve says whether training has converged, without looking at test
+        holdout_loader = make_loader(load_dataset(dataset, "holdout", root=root, holdout=holdout), batch_size=512)
+        log_fn = _with_holdout(log_fn, holdout_loader, device)
     step_fn = sgt.train_step(extra_loss=penalty) if sgt is not None else None
     config = {"dataset": info.name, "dataset_name": info.display_name, "model": model, "budget": budget,
               "recipe": r.to_dict(), "seed": seed, "quant": spec.get("quant"),

@@ -48,6 +48,9 @@ def test_top_level_help_lists_the_environment_variables(capsys):
     (["train", "--dataset", "mnist", "--method", "pact+sgt", "--sgt-lambda", "-1", "--out", "x"],
      "SGTConfig.lam (the KL weight) must be a number >= 0"),
     (["train", "--dataset", "mnist", "--method", "saliency", "--out", "x"], "invalid choice: 'saliency'"),
+    (["train", "--dataset", "mnist", "--sgt-signed", "--out", "x"], "--sgt-signed needs --method sgt"),
+    (["train", "--dataset", "mnist", "--method", "pact", "--sgt-no-detach", "--out", "x"],
+     "--sgt-no-detach needs --method sgt"),
     (["saliency", "--out", "m.png"], "give exactly one model: --checkpoint C"),
     (["saliency", "--checkpoint", "x", "--onnx", "y", "--out", "m.png"], "give exactly one model"),
     (["saliency", "--checkpoint", "x", "--images", "0", "--out", "m.png"], "--images must be a positive number"),
@@ -177,6 +180,16 @@ def test_sgt_fraction_defaults_to_the_papers(data_root, tmp_path):
     assert main(["train", "--dataset", "mnist", "--method", "sgt", "--epochs", "1", "--train-subset", "200",
                  "--test-subset", "100", "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["config"]["sgt"]["fraction"] == 0.5
+
+
+def test_the_authors_sgt_variant_and_a_holdout_curve(data_root, tmp_path):
+    assert main(["train", "--dataset", "mnist", "--method", "sgt", "--sgt-signed", "--sgt-no-detach", "--holdout",
+                 "100", "--epochs", "2", "--train-subset", "200", "--test-subset", "100", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    sgt = metrics["config"]["sgt"]
+    assert (sgt["abs"], sgt["detach_target"], metrics["config"]["holdout"]) == (False, False, 100)
+    assert [e["holdout_n"] for e in metrics["history"]] == [100, 100]
+    assert all(0 <= e["holdout_accuracy"] <= 1 for e in metrics["history"])
 
 
 
